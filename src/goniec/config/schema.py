@@ -1,0 +1,550 @@
+"""The configuration schema: pydantic models with defaults and value rules (layer 1).
+
+Owns every key of goniec.toml, its type, its default and its check, and the
+helpers the server reads (listener host/port/family, sizes as int bytes,
+resolved paths, relay networks, local domains). Reads no files: `load.py` parses
+TOML and passes, in the validation context, the directory that relative paths
+are resolved against (`base_dir`) and a callable giving the default hostname
+(`default_hostname`). Raises pydantic's `ValidationError`; `load.py` turns that
+into one `ConfigError` message. A `ValueError` raised here may be a
+`SchemaValueError`, which names the key below the field that is wrong.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import socket
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_DATA_DIR = "./goniec-data"
+DEFAULT_LISTEN = "127.0.0.1:2525"
+
+
+class SchemaValueError(ValueError):
+    """A rule failed at `loc` below the field being validated (e.g. (1, "name"))."""
+
+    def __init__(self, message: str, loc: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def quote(value: object) -> str:
+    """A value as it would be written in TOML, for error messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- sizes
+
+# Decimal units as on disk labels (10MB = 10_000_000), binary units spelled KiB/MiB/GiB.
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
+
+
+def parse_size(value: object) -> int:
+    """Bytes from an int or a string like "10MB" (10_000_000) or "10MiB" (10_485_760)."""
+    if isinstance(value, bool):
+        raise ValueError(f'must be a size in bytes or a string like "10MB" (got {quote(value)})')
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"must not be negative (got {value})")
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.fullmatch(value)
+        if m and m.group(2).lower() in _SIZE_UNITS:
+            return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+        raise ValueError(
+            "must be a number of bytes or a string with a unit B, KB, MB, GB (powers of 1000)"
+            f" or KiB, MiB, GiB (powers of 1024) (got {quote(value)})"
+        )
+    raise ValueError(f'must be a size in bytes or a string like "10MB" (got {quote(value)})')
+
+
+def format_size(n: int) -> str | int:
+    """The shortest exact spelling of `n` bytes, for dump_config."""
+    for unit, factor in (("GB", 1000**3), ("GiB", 1024**3), ("MB", 1000**2), ("MiB", 1024**2),
+                         ("KB", 1000), ("KiB", 1024)):
+        if n and n % factor == 0:
+            return f"{n // factor}{unit}"
+    return n
+
+
+class _SizeMarker:
+    """Marks size fields so dump_config writes them with a unit."""
+
+
+Size = Annotated[int, BeforeValidator(parse_size), _SizeMarker()]
+
+
+# Strict: TOML has real integers, so a "25" string is a mistake worth reporting.
+Count = Annotated[int, Field(strict=True, ge=0)]
+PositiveCount = Annotated[int, Field(strict=True, ge=1)]
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be a number of seconds (got {quote(value)})")
+    if value <= 0:
+        raise ValueError(f"must be more than 0 seconds (got {value})")
+    return float(value)
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds)]
+
+
+# --------------------------------------------------------------------------- names, paths
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    ctx = info.context or {}
+    base = ctx.get("base_dir")
+    return Path(base) if base is not None else Path.cwd()
+
+
+def _resolve(raw: str, info: ValidationInfo) -> Path:
+    path = Path(raw).expanduser()
+    return Path(os.path.normpath(path if path.is_absolute() else _base_dir(info) / path))
+
+
+_LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def normalize_domain(name: str) -> str:
+    """Lower-case, IDNA-encoded, without the trailing dot; ValueError when not a domain."""
+    name = name.strip().rstrip(".").lower()
+    if not name.isascii():
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise ValueError(f"is not a valid internationalised domain name ({exc})") from None
+    if not name or len(name) > 253:
+        raise ValueError("must be a domain name of 1 to 253 characters")
+    for label in name.split("."):
+        if not _LABEL_RE.fullmatch(label):
+            raise ValueError(
+                f"is not a valid domain name: label {quote(label)} must be 1 to 63 letters,"
+                " digits or hyphens, not starting or ending with a hyphen"
+            )
+    return name
+
+
+def _default_hostname(info: ValidationInfo) -> str:
+    getter = (info.context or {}).get("default_hostname")
+    return str(getter()) if callable(getter) else "localhost"
+
+
+# --------------------------------------------------------------------------- listeners
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """(host, port) from "host:port" or "[v6]:port"; the host must be an IP literal."""
+    if value.startswith("["):
+        m = re.fullmatch(r"\[([^\]]*)\]:([^:]*)", value)
+        if not m:
+            raise ValueError(f'must be "[ipv6]:port", e.g. "[::1]:2525" (got {quote(value)})')
+        host, port_text = m.groups()
+        try:
+            ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{quote(host)} is not an IPv6 address") from None
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f'must be "host:port", e.g. "0.0.0.0:25" (got {quote(value)})')
+        if ":" in host:
+            raise ValueError(f'IPv6 addresses need brackets, e.g. "[{host}]:{port_text}"')
+        try:
+            ip = ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(
+                f'{quote(host)} is not an IP address; listen on an address literal such as'
+                ' "0.0.0.0", "127.0.0.1", "[::]" or "[::1]"'
+            ) from None
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be a number from 1 to 65535 (got {quote(port_text)})")
+    return str(ip), int(port_text)
+
+
+class Listener(BaseModel):
+    """One listening socket. `address` is normalised ("[::1]:25", "127.0.0.1:2525")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: StrictStr
+    address: StrictStr
+    tls: Literal["none", "starttls", "implicit"] = "starttls"
+    auth: Literal["none", "optional", "required"] = "optional"
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        if not _NAME_RE.fullmatch(v):
+            raise ValueError(
+                "must be 1 to 64 letters, digits, '_', '.' or '-', starting with a letter"
+                f" or digit (got {quote(v)})"
+            )
+        return v
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, v: str) -> str:
+        host, port = parse_address(v)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    @property
+    def host(self) -> str:
+        """The IP literal to bind, without brackets: "0.0.0.0", "::1"."""
+        return parse_address(self.address)[0]
+
+    @property
+    def port(self) -> int:
+        return parse_address(self.address)[1]
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+    @property
+    def is_wildcard(self) -> bool:
+        return ipaddress.ip_address(self.host).is_unspecified
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class ServerSection(_Section):
+    hostname: StrictStr = Field(default="", validate_default=True)
+    data_dir: Path = Field(default=Path(DEFAULT_DATA_DIR), validate_default=True)
+    workers: int | Literal["auto"] = 1
+    log_file: Path | None = None
+    log_level: LogLevel = "info"
+    greeting: StrictStr = ""
+
+    @field_validator("hostname", mode="after")
+    @classmethod
+    def _check_hostname(cls, v: str, info: ValidationInfo) -> str:
+        return normalize_domain(v) if v else _default_hostname(info)
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _check_data_dir(cls, v: object, info: ValidationInfo) -> Path:
+        if isinstance(v, Path):
+            v = str(v)
+        if not isinstance(v, str) or not v:
+            raise ValueError(f"must be a non-empty path (got {quote(v)})")
+        return _resolve(v, info)
+
+    @field_validator("log_file", mode="before")
+    @classmethod
+    def _check_log_file(cls, v: object, info: ValidationInfo) -> Path | None:
+        return _optional_path(v, info)
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _check_workers(cls, v: object) -> int | str:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024):
+            return v  # type: ignore[return-value]
+        raise ValueError(f'must be a number from 1 to 1024 or "auto" (got {quote(v)})')
+
+    @field_validator("greeting")
+    @classmethod
+    def _check_greeting(cls, v: str) -> str:
+        # It goes on the 220 line as is: no CR/LF (RFC 5321 4.2), printable ASCII only.
+        if any(not (32 <= ord(c) < 127) for c in v) or len(v) > 200:
+            raise ValueError("must be at most 200 printable ASCII characters, on one line")
+        return v
+
+    @property
+    def worker_count(self) -> int:
+        """`workers` with "auto" resolved to the number of CPUs."""
+        return self.workers if isinstance(self.workers, int) else max(1, os.cpu_count() or 1)
+
+
+def _optional_path(v: object, info: ValidationInfo) -> Path | None:
+    if v is None or v == "":
+        return None
+    if isinstance(v, Path):
+        v = str(v)
+    if not isinstance(v, str):
+        raise ValueError(f"must be a path string (got {quote(v)})")
+    return _resolve(v, info)
+
+
+class TlsSection(_Section):
+    certificate: Path | None = None
+    key: Path | None = None
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    ciphers: StrictStr = ""
+
+    @field_validator("certificate", "key", mode="before")
+    @classmethod
+    def _check_paths(cls, v: object, info: ValidationInfo) -> Path | None:
+        return _optional_path(v, info)
+
+    @field_validator("min_version", mode="before")
+    @classmethod
+    def _float_version(cls, v: object) -> object:
+        # `min_version = 1.2` (a TOML float) means the same as "1.2".
+        return str(v) if isinstance(v, float) else v
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TlsSection:
+        if (self.certificate is None) != (self.key is None):
+            missing = "key" if self.key is None else "certificate"
+            raise SchemaValueError(
+                "certificate and key go together: set both, or neither for a self-signed"
+                " certificate",
+                (missing,),
+            )
+        return self
+
+    @property
+    def self_signed(self) -> bool:
+        """True when no certificate is configured: the server makes one in data_dir/tls."""
+        return self.certificate is None
+
+
+class AuthSection(_Section):
+    allow_plaintext: StrictBool = False
+    users_file: Path | None = None  # filled with data_dir/users by Config
+
+    @field_validator("users_file", mode="before")
+    @classmethod
+    def _check_users_file(cls, v: object, info: ValidationInfo) -> Path | None:
+        return _optional_path(v, info)
+
+
+class LimitsSection(_Section):
+    message_size: Size = parse_size("10MB")
+    # 0 = unlimited for the three counters below.
+    connections: Count = 1000
+    connections_per_ip: Count = 50
+    bad_commands: Count = 20
+    recipients: PositiveCount = 100  # per message
+
+
+class TimeoutsSection(_Section):
+    # RFC 5321 4.5.3.2: the minimum timeouts a server should allow.
+    command: Seconds = 300.0  # 4.5.3.2.7 server timeout, waiting for the next command
+    data_block: Seconds = 180.0  # 4.5.3.2.5 between data blocks
+    data_end: Seconds = 600.0  # 4.5.3.2.6 final reply after end of data (a client timeout)
+    tls_handshake: Seconds = 30.0
+
+
+def _domains(v: object) -> frozenset[str]:
+    if not isinstance(v, list | tuple | set | frozenset):
+        raise ValueError(f'must be an array of domain names, e.g. ["example.test"] (got {quote(v)})')
+    out = set()
+    for i, item in enumerate(sorted(v) if isinstance(v, set | frozenset) else v):
+        if not isinstance(item, str):
+            raise SchemaValueError(f"must be a domain name string (got {quote(item)})", (i,))
+        try:
+            out.add(normalize_domain(item))
+        except ValueError as exc:
+            raise SchemaValueError(f"{quote(item)} {exc}", (i,)) from None
+    return frozenset(out)
+
+
+class DomainsSection(_Section):
+    local: Annotated[frozenset[str], BeforeValidator(_domains)] = frozenset({"localhost"})
+
+    def is_local(self, domain: str) -> bool:
+        try:
+            return normalize_domain(domain) in self.local
+        except ValueError:
+            return False
+
+
+def _networks(v: object) -> tuple[IPNetwork, ...]:
+    if not isinstance(v, list | tuple):
+        raise ValueError(f'must be an array of addresses or networks, e.g. ["10.0.0.0/8"] (got {quote(v)})')
+    out: list[IPNetwork] = []
+    for i, item in enumerate(v):
+        if isinstance(item, ipaddress.IPv4Network | ipaddress.IPv6Network):
+            out.append(item)
+            continue
+        if not isinstance(item, str):
+            raise SchemaValueError(f"must be an address or network string (got {quote(item)})", (i,))
+        try:
+            out.append(ipaddress.ip_network(item.strip(), strict=True))
+            continue
+        except ValueError:
+            pass
+        try:
+            loose = ipaddress.ip_network(item.strip(), strict=False)
+        except ValueError:
+            raise SchemaValueError(
+                f"{quote(item)} is not an IP address or a network in CIDR notation", (i,)
+            ) from None
+        raise SchemaValueError(
+            f'{quote(item)} has host bits set; did you mean "{loose}"?', (i,)
+        )
+    return tuple(out)
+
+
+class RelaySection(_Section):
+    networks: Annotated[tuple[IPNetwork, ...], BeforeValidator(_networks)] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1"),
+    )
+    authenticated: StrictBool = True
+
+    def trusts(self, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """True when `ip` is inside one of `networks` (IPv4-mapped IPv6 counts as IPv4)."""
+        addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self.networks if net.version == addr.version)
+
+
+class QueueSection(_Section):
+    min_free_space: Size = parse_size("100MB")
+
+
+def _default_listeners() -> tuple[Listener, ...]:
+    return (Listener(name="smtp", address=DEFAULT_LISTEN),)
+
+
+def _overlap(a: Listener, b: Listener) -> bool:
+    if a.port != b.port or a.family != b.family:
+        return False
+    return a.host == b.host or a.is_wildcard or b.is_wildcard
+
+
+class Config(BaseModel):
+    """The whole effective configuration; immutable. Build it with `load_config`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # A dict default is validated with the context (base_dir, default hostname).
+    server: ServerSection = Field(default_factory=dict, validate_default=True)
+    listeners: tuple[Listener, ...] = Field(default_factory=_default_listeners)
+    tls: TlsSection = Field(default_factory=dict, validate_default=True)
+    auth: AuthSection = Field(default_factory=dict, validate_default=True)
+    limits: LimitsSection = LimitsSection()
+    timeouts: TimeoutsSection = TimeoutsSection()
+    domains: DomainsSection = DomainsSection()
+    relay: RelaySection = RelaySection()
+    queue: QueueSection = QueueSection()
+
+    @field_validator("listeners", mode="before")
+    @classmethod
+    def _listeners_array(cls, v: object) -> object:
+        if isinstance(v, dict):
+            raise ValueError("must be an array of tables: write [[listeners]], not [listeners]")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        _check_listeners(self.listeners, self.auth.allow_plaintext)
+        if self.auth.users_file is None:
+            # Defaults that depend on another key are filled in here so the value
+            # the server reads, and dump_config prints, is the effective one.
+            auth = self.auth.model_copy(update={"users_file": self.server.data_dir / "users"})
+            self.__dict__["auth"] = auth
+        return self
+
+    # Helpers the server uses -------------------------------------------------
+    @property
+    def spool_dir(self) -> Path:
+        return self.server.data_dir / "spool"
+
+    @property
+    def tls_dir(self) -> Path:
+        """Where the self-signed certificate lives when tls.certificate is not set."""
+        return self.server.data_dir / "tls"
+
+    @property
+    def users_file(self) -> Path:
+        assert self.auth.users_file is not None  # filled in by _cross_checks
+        return self.auth.users_file
+
+    @property
+    def log_file(self) -> Path | None:
+        """None means stderr."""
+        return self.server.log_file
+
+    @property
+    def local_domains(self) -> frozenset[str]:
+        return self.domains.local
+
+    @property
+    def relay_networks(self) -> tuple[IPNetwork, ...]:
+        return self.relay.networks
+
+
+def _check_listeners(listeners: Iterable[Listener], allow_plaintext: bool) -> None:
+    seen: list[Listener] = []
+    for i, lst in enumerate(listeners):
+        for j, other in enumerate(seen):
+            if other.name == lst.name:
+                raise SchemaValueError(
+                    f"duplicate listener name {quote(lst.name)} (also listeners[{j}])",
+                    ("listeners", i, "name"),
+                )
+            if lst.address == other.address:
+                raise SchemaValueError(
+                    f"duplicate address {quote(lst.address)} (also listeners[{j}])",
+                    ("listeners", i, "address"),
+                )
+            if _overlap(lst, other):
+                raise SchemaValueError(
+                    f"{quote(lst.address)} overlaps listeners[{j}] ({quote(other.address)}):"
+                    " a wildcard address and another address on the same port cannot both bind",
+                    ("listeners", i, "address"),
+                )
+        if lst.auth == "required" and lst.tls == "none" and not allow_plaintext:
+            raise SchemaValueError(
+                '"required" on a listener without TLS means no client can ever log in:'
+                ' use tls = "starttls" or "implicit", or set auth.allow_plaintext = true',
+                ("listeners", i, "auth"),
+            )
+        seen.append(lst)
+    if not seen:
+        raise SchemaValueError("at least one [[listeners]] table is needed", ("listeners",))
+
+
+HostnameGetter = Callable[[], str]

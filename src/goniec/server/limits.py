@@ -1,0 +1,86 @@
+"""Connection counters shared by every worker process of one server.
+
+Owns the open-connection count in total and per client address behind the
+`421 4.7.0 Too many connections` replies. Worker processes are forked from one
+parent, so the counters live in shared memory (a small open-addressing table
+of 64-bit address hashes) behind one process-shared lock; the count is exact,
+not an estimate. Only the listener code calls it; it raises nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+from typing import Any
+
+_SLOTS = 1 << 16
+# A key is always stored within this many probes of its home slot, so a lookup
+# never scans further; live keys (at most the connection limit) are far fewer
+# than the slots, so a free slot is found well within the window.
+_WINDOW = 64
+
+
+def _key(ip: str) -> int:
+    # Never 0: 0 marks a slot that was never used.
+    return int.from_bytes(hashlib.blake2b(ip.encode(), digest_size=8).digest(), "big") | 1
+
+
+class SharedConnectionCounter:
+    def __init__(self, total_limit: int, per_ip_limit: int) -> None:
+        self.total_limit = total_limit
+        self.per_ip_limit = per_ip_limit
+        ctx = multiprocessing.get_context("fork")
+        self._lock = ctx.Lock()
+        self._total: Any = ctx.RawValue("q", 0)
+        self._keys: Any = ctx.RawArray("Q", _SLOTS)
+        self._counts: Any = ctx.RawArray("q", _SLOTS)
+
+    @property
+    def total(self) -> int:
+        return int(self._total.value)
+
+    def _slot(self, key: int) -> int:
+        keys, counts = self._keys, self._counts
+        home = key % _SLOTS
+        free = -1
+        for i in range(_WINDOW):
+            s = (home + i) % _SLOTS
+            k = keys[s]
+            if k == key:
+                return s
+            if k == 0:
+                return s if free < 0 else free
+            if free < 0 and counts[s] == 0:
+                free = s
+        return free  # -1 when the window is saturated (practically impossible)
+
+    def count(self, ip: str) -> int:
+        with self._lock:
+            key = _key(ip)
+            s = self._slot(key)
+            return int(self._counts[s]) if s >= 0 and self._keys[s] == key else 0
+
+    def try_open(self, ip: str) -> bool:
+        key = _key(ip)
+        with self._lock:
+            if self.total_limit and self._total.value >= self.total_limit:
+                return False
+            s = self._slot(key)
+            if s < 0:
+                return False
+            if self._keys[s] != key:
+                self._keys[s] = key
+                self._counts[s] = 0
+            if self.per_ip_limit and self._counts[s] >= self.per_ip_limit:
+                return False
+            self._counts[s] += 1
+            self._total.value += 1
+            return True
+
+    def close(self, ip: str) -> None:
+        key = _key(ip)
+        with self._lock:
+            s = self._slot(key)
+            if s >= 0 and self._keys[s] == key and self._counts[s] > 0:
+                self._counts[s] -= 1
+                self._total.value -= 1

@@ -1,0 +1,312 @@
+"""One SMTP session: the thin shell between a client socket and the protocol core.
+
+Owns the read/decide/write loop: feeds bytes to `ServerConnection`, answers its
+decision events with policy functions, streams the body into the queue, and
+drives timeouts and STARTTLS. It holds no protocol rules (those live in
+goniec.protocol) and no relay rules (goniec.policy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import logging
+import secrets
+from typing import TYPE_CHECKING
+
+from goniec.errors import Reply, SMTPError
+from goniec.model import Envelope, MailParams, Recipient, SessionInfo
+from goniec.obs.log import log_event
+from goniec.policy.relay import check_recipient
+from goniec.policy.session import MailFacts, check_mail_from
+from goniec.protocol import ServerConnection, events
+from goniec.replies import (
+    R221_BYE,
+    R235_AUTH_OK,
+    R250_QUEUED,
+    R421_TIMEOUT,
+    R421_TOO_MANY_CONNECTIONS,
+    R451_LOCAL_ERROR,
+    R454_AUTH_TEMP_FAIL,
+    R535_AUTH_FAILED,
+)
+from goniec.server import tls as tlsmod
+from goniec.server.received import received_header
+from goniec.server.stream import ClientStream
+
+if TYPE_CHECKING:
+    from goniec.queue.api import MessageWriter
+    from goniec.server.context import ListenerSpec, ServerContext
+
+_ = R221_BYE  # the core writes 221 itself; imported for symmetry in tests
+
+
+def new_session_id() -> str:
+    return secrets.token_hex(5)
+
+
+class Session:
+    def __init__(self, ctx: ServerContext, spec: ListenerSpec, stream: ClientStream) -> None:
+        self.ctx = ctx
+        self.spec = spec
+        self.stream = stream
+        peer = stream.extra("peername") or ("?", 0)
+        sock = stream.extra("sockname") or ("?", 0)
+        self.info = SessionInfo(
+            session_id=new_session_id(),
+            peer_ip=str(peer[0]),
+            peer_port=int(peer[1]),
+            local_ip=str(sock[0]),
+            local_port=int(sock[1]),
+            listener=spec.name,
+        )
+        try:
+            self.peer_addr = ipaddress.ip_address(self.info.peer_ip.split("%")[0])
+        except ValueError:
+            self.peer_addr = ipaddress.ip_address("::")
+        implicit = spec.tls == "implicit"
+        if implicit:
+            self._record_tls()
+        self.conn = ServerConnection(spec.options, tls_active=implicit)
+        self.counted = False
+        self._reset()
+        self.log = ctx.log
+        self.messages = 0
+
+    def _reset(self) -> None:
+        self.sender: str | None = None
+        self.params = MailParams()
+        self.recipients: list[Recipient] = []
+        self.writer: MessageWriter | None = None
+
+    def _record_tls(self) -> None:
+        version, cipher = tlsmod.describe(self.stream.extra("ssl_object"))
+        self.info.tls_version, self.info.tls_cipher = version, cipher
+
+    def _event(self, name: str, level: int = logging.INFO, **kv: object) -> None:
+        log_event(self.log, name, level=level, session=self.info.session_id, **kv)
+
+    # -- main loop ----------------------------------------------------------------
+    async def run(self) -> None:
+        ctx = self.ctx
+        self._event("connect", client=self.info.peer_ip, port=self.info.peer_port,
+                    listener=self.spec.name, tls=self.info.tls_version or "no")
+        try:
+            await self._loop()
+        except (ConnectionError, OSError) as exc:
+            self._event("disconnect", reason=f"connection error: {exc}")
+        except asyncio.CancelledError:
+            self._event("disconnect", reason="server stopping")
+            raise
+        except Exception:
+            self.log.exception("session=%s unexpected error", self.info.session_id)
+        finally:
+            await self._abort_message()
+            if self.counted:
+                ctx.counter.close(self.info.peer_ip)
+            self.stream.close()
+
+    async def _loop(self) -> None:
+        conn = self.conn
+        stream = self.stream
+        while True:
+            ev = conn.next_event()
+            if ev is events.NEED_DATA:
+                out = conn.data_to_send()
+                if out:
+                    await stream.write(out)
+                timeout = (
+                    self.ctx.timeouts.data_block if conn.in_data else self.ctx.timeouts.command
+                )
+                try:
+                    async with asyncio.timeout(timeout):
+                        data = await stream.read()
+                except TimeoutError:
+                    self._event("timeout", after=timeout)
+                    conn.close(R421_TIMEOUT.with_text(f"{self.ctx.hostname} Timeout, closing connection"))
+                    continue
+                conn.receive_data(data)
+                continue
+            handler = self._handlers.get(type(ev))
+            if handler is None:  # pragma: no cover - every event type has a handler
+                raise RuntimeError(f"unhandled event {ev!r}")
+            if await handler(self, ev):
+                return
+
+    # -- decisions ----------------------------------------------------------------
+    async def _on_connected(self, ev: events.Connected) -> bool:
+        if not self.ctx.counter.try_open(self.info.peer_ip):
+            self._event("reject", reason="too many connections", client=self.info.peer_ip)
+            self.conn.respond(R421_TOO_MANY_CONNECTIONS.with_text(
+                f"{self.ctx.hostname} Too many connections, try again later"))
+            return False
+        self.counted = True
+        text = f"{self.ctx.hostname} ESMTP"
+        if self.ctx.greeting:
+            text += f" {self.ctx.greeting}"
+        self.conn.respond(Reply(220, None, text))
+        return False
+
+    async def _on_helo(self, ev: events.Helo) -> bool:
+        self.info.helo = ev.name
+        self.info.esmtp = ev.extended
+        self.conn.respond(Reply(250, "2.0.0", f"{self.ctx.hostname}" + (
+            "" if ev.extended else " Hello")))
+        return False
+
+    async def _on_auth(self, ev: events.AuthCredentials) -> bool:
+        users = self.ctx.users
+        ok = False
+        if users is not None and ev.authzid in ("", ev.username):
+            try:
+                loop = asyncio.get_running_loop()
+                ok = await loop.run_in_executor(
+                    None, users.verify, ev.username, ev.password)
+            except Exception as exc:  # a broken users file is a temporary failure
+                self._event("auth", level=logging.WARNING, user=ev.username, result="error",
+                            error=str(exc))
+                self.conn.respond(R454_AUTH_TEMP_FAIL)
+                return False
+        if ok:
+            self.info.auth_user = ev.username
+            self._event("auth", user=ev.username, mechanism=ev.mechanism, result="ok")
+            self.conn.respond(R235_AUTH_OK)
+        else:
+            self._event("auth", level=logging.WARNING, user=ev.username,
+                        mechanism=ev.mechanism, result="failed", client=self.info.peer_ip)
+            self.conn.respond(R535_AUTH_FAILED)
+        return False
+
+    async def _on_mail(self, ev: events.MailFrom) -> bool:
+        queue = self.ctx.queue
+        reply = check_mail_from(MailFacts(
+            auth_required=self.spec.auth == "required",
+            auth_user=self.info.auth_user,
+            storage_ok=queue.free_space_ok(ev.params.size or 0),
+        ))
+        if reply.is_positive:
+            self.sender, self.params = ev.sender, ev.params
+            self._event("mail", level=logging.DEBUG, sender=ev.sender, size=ev.params.size)
+        else:
+            self._event("reject", stage="mail", sender=ev.sender, reply=str(reply))
+        self.conn.respond(reply)
+        return False
+
+    async def _on_rcpt(self, ev: events.RcptTo) -> bool:
+        rcpt = ev.recipient
+        reply = check_recipient(self.ctx.relay, peer_ip=self.peer_addr,
+                                auth_user=self.info.auth_user, recipient=rcpt.address)
+        if reply.is_positive:
+            self.recipients.append(rcpt)
+            self._event("rcpt", level=logging.DEBUG, rcpt=rcpt.address)
+        else:
+            self._event("reject", stage="rcpt", sender=self.sender, rcpt=rcpt.address,
+                        client=self.info.peer_ip, reply=str(reply))
+        self.conn.respond(reply)
+        return False
+
+    async def _on_chunk(self, ev: events.DataChunk) -> bool:
+        writer = self.writer
+        if writer is None:
+            writer = self.writer = self.ctx.queue.new_message()
+            await writer.write(received_header(
+                self.info, hostname=self.ctx.hostname, queue_id=writer.queue_id,
+                recipients=[r.address for r in self.recipients],
+                when=datetime.datetime.now().astimezone()))
+        await writer.write(ev.data)
+        return False
+
+    async def _on_data_end(self, ev: events.DataEnd) -> bool:
+        if self.writer is None:  # an empty BDAT LAST body still gets a trace header
+            await self._on_chunk(events.DataChunk(b""))
+        writer = self.writer
+        assert writer is not None and self.sender is not None
+        envelope = Envelope(self.sender, tuple(self.recipients), self.params)
+        try:
+            qid = await writer.commit(envelope, self.info)
+        except SMTPError as exc:
+            self._event("reject", stage="data", reply=str(exc.reply), msg=writer.queue_id)
+            await self._abort_message()
+            self.conn.respond(exc.reply)
+            self._reset()
+            return False
+        except Exception as exc:
+            # DESIGN 1.5: an unclassified failure is a temporary one.
+            self.log.exception("session=%s msg=%s commit failed", self.info.session_id,
+                               writer.queue_id)
+            await self._abort_message()
+            self.conn.respond(R451_LOCAL_ERROR)
+            self._event("reject", stage="data", reply=str(R451_LOCAL_ERROR), error=str(exc))
+            self._reset()
+            return False
+        self.messages += 1
+        self._event("queued", msg=qid, sender=self.sender, nrcpt=len(self.recipients),
+                    client=self.info.peer_ip)
+        self.conn.respond(R250_QUEUED.with_text(f"Ok: queued as {qid}"))
+        self._reset()
+        return False
+
+    # -- information ----------------------------------------------------------------
+    async def _on_rejected(self, ev: events.MessageRejected) -> bool:
+        self._event("reject", stage="data", reply=str(ev.reply), client=self.info.peer_ip)
+        await self._abort_message()
+        self._reset()
+        return False
+
+    async def _on_reset(self, ev: events.TransactionReset) -> bool:
+        await self._abort_message()
+        self._reset()
+        return False
+
+    async def _on_starttls(self, ev: events.StartTls) -> bool:
+        ctx_tls = self.ctx.tls_context
+        await self.stream.write(self.conn.data_to_send())
+        if ctx_tls is None:  # the core only offers STARTTLS when a context exists
+            return True
+        try:
+            await self.stream.start_tls(ctx_tls, self.ctx.timeouts.tls_handshake)
+        except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+            self._event("tls", result="failed", error=str(exc) or type(exc).__name__)
+            return True
+        self._record_tls()
+        # RFC 3207 4.2: forget everything learned before TLS, including the HELO.
+        self.info.helo, self.info.esmtp, self.info.auth_user = None, False, None
+        self.conn.tls_started()
+        self._event("tls", result="ok", version=self.info.tls_version, cipher=self.info.tls_cipher)
+        return False
+
+    async def _on_bad(self, ev: events.BadCommand) -> bool:
+        self._event("bad_command", level=logging.INFO, line=ev.line[:80], reply=str(ev.reply))
+        return False
+
+    async def _on_closing(self, ev: events.Closing) -> bool:
+        out = self.conn.data_to_send()
+        if out:
+            await self.stream.write(out)
+        self._event("disconnect", reason=ev.reason, messages=self.messages)
+        return True
+
+    # -- helpers --------------------------------------------------------------------
+    async def _abort_message(self) -> None:
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            try:
+                await writer.abort()
+            except Exception:  # pragma: no cover - abort must not hide the real error
+                self.log.exception("session=%s abort failed", self.info.session_id)
+
+    _handlers = {
+        events.Connected: _on_connected,
+        events.Helo: _on_helo,
+        events.AuthCredentials: _on_auth,
+        events.MailFrom: _on_mail,
+        events.RcptTo: _on_rcpt,
+        events.DataChunk: _on_chunk,
+        events.DataEnd: _on_data_end,
+        events.MessageRejected: _on_rejected,
+        events.TransactionReset: _on_reset,
+        events.StartTls: _on_starttls,
+        events.BadCommand: _on_bad,
+        events.Closing: _on_closing,
+    }

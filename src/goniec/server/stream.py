@@ -1,0 +1,127 @@
+"""A minimal asyncio Protocol that turns a transport into awaitable reads.
+
+Owns buffering of received bytes with flow control, write back-pressure, and
+the STARTTLS upgrade. Unlike asyncio streams it lets the session throw away
+every plaintext byte that arrived before the TLS handshake (RFC 3207 5,
+the STARTTLS command-injection class), because the buffer is ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+# Stop reading from the socket while this much is waiting for the session:
+# bounds memory per connection whatever the peer sends.
+HIGH_WATER = 256 * 1024
+
+
+class ClientStream(asyncio.Protocol):
+    def __init__(self, on_connect: Callable[[ClientStream], None]) -> None:
+        self._on_connect = on_connect
+        self.transport: asyncio.Transport | None = None
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._eof = False
+        self._reading_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self.closed = asyncio.Event()
+
+    # -- asyncio.Protocol callbacks --------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._on_connect(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > HIGH_WATER and not self._reading_paused and self.transport:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._writable.set()
+        self.closed.set()
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # -- session side -----------------------------------------------------------
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def read(self) -> bytes:
+        """Everything received so far, waiting for some; b"" at end of stream."""
+        while not self._chunks:
+            if self._eof:
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._chunks = []
+        self._buffered = 0
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return data
+
+    def discard_buffer(self) -> None:
+        self._chunks = []
+        self._buffered = 0
+
+    async def write(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(data)
+        if not self._writable.is_set():
+            await self._writable.wait()
+
+    def extra(self, name: str) -> Any:
+        return self.transport.get_extra_info(name) if self.transport else None
+
+    async def start_tls(self, context: ssl.SSLContext, timeout: float) -> None:
+        """Upgrade in place; plaintext that arrived before the handshake is dropped."""
+        assert self.transport is not None
+        self.discard_buffer()
+        loop = asyncio.get_running_loop()
+        new_transport = await loop.start_tls(
+            self.transport,
+            self,
+            context,
+            server_side=True,
+            ssl_handshake_timeout=timeout,
+        )
+        if new_transport is None:
+            raise ConnectionError("TLS handshake did not complete")
+        self.transport = new_transport  # type: ignore[assignment]
+        self.discard_buffer()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()

@@ -1,0 +1,148 @@
+"""Run the real `goniec` server as a child process for end-to-end tests.
+
+Owns writing a temporary TOML config, starting `goniec serve` with it, waiting
+(bounded) until every listener answers, and stopping or SIGKILLing it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def to_toml(config: Mapping[str, Any]) -> str:
+    """Write a two-level dict (tables and arrays of tables) as TOML."""
+    out: list[str] = []
+    for section, body in config.items():
+        if isinstance(body, list):
+            for item in body:
+                out.append(f"[[{section}]]")
+                out.extend(f"{k} = {_toml_value(v)}" for k, v in item.items())
+                out.append("")
+        else:
+            out.append(f"[{section}]")
+            out.extend(f"{k} = {_toml_value(v)}" for k, v in body.items())
+            out.append("")
+    return "\n".join(out)
+
+
+@dataclass
+class ServerProcess:
+    workdir: Path
+    config: dict[str, Any]
+    ports: dict[str, int] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "goniec.toml"
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.config["server"]["data_dir"])
+
+    @property
+    def port(self) -> int:
+        return next(iter(self.ports.values()))
+
+    def spool_ids(self) -> set[str]:
+        qdir = self.data_dir / "spool" / "queue"
+        if not qdir.exists():
+            return set()
+        return {p.name.split(".")[0] for p in qdir.rglob("*.env")}
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        self.config_path.write_text(to_toml(self.config))
+        self.log_path = self.workdir / "server.log"
+        env = dict(os.environ)
+        env.pop("GONIEC_CONFIG", None)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "goniec.cli.main", "serve", "-c", str(self.config_path)],
+                stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, env=env,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        for port in self.ports.values():
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"goniec exited with {self.proc.returncode}:\n{self.log()}")
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        self.kill()
+                        raise RuntimeError(f"goniec did not listen on {port}:\n{self.log()}")
+                    time.sleep(0.05)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: the server and every worker."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def make_server(workdir: Path, *, listeners: list[dict[str, Any]] | None = None,
+                **sections: dict[str, Any]) -> ServerProcess:
+    """A ServerProcess with a loopback listener per entry (ports picked free)."""
+    listeners = listeners or [{"name": "smtp", "tls": "starttls", "auth": "optional"}]
+    ports: dict[str, int] = {}
+    rendered = []
+    for item in listeners:
+        item = dict(item)
+        port = free_port()
+        item.setdefault("address", f"127.0.0.1:{port}")
+        ports[item["name"]] = int(item["address"].rsplit(":", 1)[1])
+        rendered.append(item)
+    config: dict[str, Any] = {
+        "server": {"hostname": "mx.goniec.test", "data_dir": str(workdir / "data"),
+                   "log_level": "info"},
+        "domains": {"local": ["goniec.test", "localhost"]},
+    }
+    for name, body in sections.items():
+        config.setdefault(name, {}).update(body)
+    config["listeners"] = rendered
+    return ServerProcess(workdir, config, ports)

@@ -1,0 +1,55 @@
+"""The shared connection counter: exact per-address and total limits across processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+from goniec.server.limits import SharedConnectionCounter
+
+
+def test_per_ip_and_total_limits() -> None:
+    c = SharedConnectionCounter(total_limit=5, per_ip_limit=2)
+    assert c.try_open("192.0.2.1") and c.try_open("192.0.2.1")
+    assert not c.try_open("192.0.2.1")
+    assert c.try_open("192.0.2.2") and c.try_open("2001:db8::1") and c.try_open("192.0.2.3")
+    assert c.total == 5
+    assert not c.try_open("192.0.2.4")  # total reached
+    c.close("192.0.2.1")
+    assert c.count("192.0.2.1") == 1
+    assert c.try_open("192.0.2.4")
+    for ip in ("192.0.2.1", "192.0.2.2", "2001:db8::1", "192.0.2.3", "192.0.2.4"):
+        c.close(ip)
+    assert c.total == 0
+
+
+def test_close_of_unknown_address_changes_nothing() -> None:
+    c = SharedConnectionCounter(0, 0)
+    c.close("192.0.2.9")
+    assert c.total == 0
+
+
+def test_many_distinct_addresses_reuse_slots() -> None:
+    c = SharedConnectionCounter(total_limit=0, per_ip_limit=1)
+    for i in range(200_000):  # more than the table has slots
+        ip = f"2001:db8::{i:x}"
+        assert c.try_open(ip)
+        c.close(ip)
+    assert c.total == 0
+
+
+def _worker(c: SharedConnectionCounter, n: int, out: multiprocessing.Queue) -> None:
+    out.put(sum(c.try_open("198.51.100.1") for _ in range(n)))
+
+
+def test_limits_hold_across_forked_processes() -> None:
+    c = SharedConnectionCounter(total_limit=0, per_ip_limit=50)
+    ctx = multiprocessing.get_context("fork")
+    out: multiprocessing.Queue = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(c, 40, out)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    got = sum(out.get(timeout=30) for _ in procs)
+    for p in procs:
+        p.join(30)
+    assert got == 50
+    assert c.count("198.51.100.1") == 50
