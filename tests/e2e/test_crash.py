@@ -22,7 +22,7 @@ from goniec.testing.process import make_server
 pytestmark = pytest.mark.e2e
 
 CLIENTS = 8
-KILL_AFTER_ACKS = 150
+KILL_AFTER_ACKS = 300
 MAX_SECONDS = 30.0
 
 

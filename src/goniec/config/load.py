@@ -25,7 +25,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from goniec.config.schema import Config, SchemaValueError, normalize_domain, quote
+from goniec.config.schema import Config
+from goniec.config.values import SchemaValueError, normalize_domain, quote
 from goniec.errors import ConfigError
 
 ENV_VAR = "GONIEC_CONFIG"
@@ -190,16 +191,14 @@ def _error_line(err: ErrorDetails, label: str, text: str) -> str:
 
 def _suggestion(loc: Loc) -> str:
     """' (did you mean "hostname"?)' for a misspelt key, from the model's field names."""
-    model: Any = Config
+    model: type[BaseModel] | None = Config
     for part in loc[:-1]:
-        if isinstance(part, int):
+        if isinstance(part, int) or model is None:
             continue
-        field = model.model_fields.get(part) if isinstance(model, type) else None
-        if field is None:
-            return ""
-        model = _model_in(field.annotation)
-        if model is None:
-            return ""
+        field = model.model_fields.get(part)
+        model = _model_in(field.annotation) if field is not None else None
+    if model is None:
+        return ""
     names = list(model.model_fields)
     close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
     if close:
@@ -256,7 +255,7 @@ def find_line(text: str, loc: Loc) -> int | None:
             if not m:
                 continue
             path = table + _split_key(m.group(1))
-        if len(path) <= len(loc) and tuple(loc[: len(path)]) == path:
-            if best is None or len(path) > best[0]:
-                best = (len(path), number)
+        matches = len(path) <= len(loc) and tuple(loc[: len(path)]) == path
+        if matches and (best is None or len(path) > best[0]):
+            best = (len(path), number)
     return best[1] if best else None

@@ -16,7 +16,7 @@ import ipaddress
 import os
 import re
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -32,75 +32,23 @@ from pydantic import (
     model_validator,
 )
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from goniec.config.values import (
+    IPNetwork,
+    SchemaValueError,
+    normalize_domain,
+    parse_address,
+    parse_domains,
+    parse_networks,
+    parse_seconds,
+    parse_size,
+    quote,
+)
 
 DEFAULT_DATA_DIR = "./goniec-data"
 DEFAULT_LISTEN = "127.0.0.1:2525"
 
 
-class SchemaValueError(ValueError):
-    """A rule failed at `loc` below the field being validated (e.g. (1, "name"))."""
-
-    def __init__(self, message: str, loc: tuple[str | int, ...] = ()) -> None:
-        super().__init__(message)
-        self.loc = loc
-
-
-def quote(value: object) -> str:
-    """A value as it would be written in TOML, for error messages."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list | tuple):
-        return "an array"
-    return str(value)
-
-
-# --------------------------------------------------------------------------- sizes
-
-# Decimal units as on disk labels (10MB = 10_000_000), binary units spelled KiB/MiB/GiB.
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "kb": 1000,
-    "mb": 1000**2,
-    "gb": 1000**3,
-    "kib": 1024,
-    "mib": 1024**2,
-    "gib": 1024**3,
-}
-_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
-
-
-def parse_size(value: object) -> int:
-    """Bytes from an int or a string like "10MB" (10_000_000) or "10MiB" (10_485_760)."""
-    if isinstance(value, bool):
-        raise ValueError(f'must be a size in bytes or a string like "10MB" (got {quote(value)})')
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"must not be negative (got {value})")
-        return value
-    if isinstance(value, str):
-        m = _SIZE_RE.fullmatch(value)
-        if m and m.group(2).lower() in _SIZE_UNITS:
-            return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
-        raise ValueError(
-            "must be a number of bytes or a string with a unit B, KB, MB, GB (powers of 1000)"
-            f" or KiB, MiB, GiB (powers of 1024) (got {quote(value)})"
-        )
-    raise ValueError(f'must be a size in bytes or a string like "10MB" (got {quote(value)})')
-
-
-def format_size(n: int) -> str | int:
-    """The shortest exact spelling of `n` bytes, for dump_config."""
-    for unit, factor in (("GB", 1000**3), ("GiB", 1024**3), ("MB", 1000**2), ("MiB", 1024**2),
-                         ("KB", 1000), ("KiB", 1024)):
-        if n and n % factor == 0:
-            return f"{n // factor}{unit}"
-    return n
+# --------------------------------------------------------------------------- value types
 
 
 class _SizeMarker:
@@ -115,15 +63,7 @@ Count = Annotated[int, Field(strict=True, ge=0)]
 PositiveCount = Annotated[int, Field(strict=True, ge=1)]
 
 
-def _seconds(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"must be a number of seconds (got {quote(value)})")
-    if value <= 0:
-        raise ValueError(f"must be more than 0 seconds (got {value})")
-    return float(value)
-
-
-Seconds = Annotated[float, BeforeValidator(_seconds)]
+Seconds = Annotated[float, BeforeValidator(parse_seconds)]
 
 
 # --------------------------------------------------------------------------- names, paths
@@ -140,28 +80,6 @@ def _resolve(raw: str, info: ValidationInfo) -> Path:
     return Path(os.path.normpath(path if path.is_absolute() else _base_dir(info) / path))
 
 
-_LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-
-
-def normalize_domain(name: str) -> str:
-    """Lower-case, IDNA-encoded, without the trailing dot; ValueError when not a domain."""
-    name = name.strip().rstrip(".").lower()
-    if not name.isascii():
-        try:
-            name = name.encode("idna").decode("ascii")
-        except UnicodeError as exc:
-            raise ValueError(f"is not a valid internationalised domain name ({exc})") from None
-    if not name or len(name) > 253:
-        raise ValueError("must be a domain name of 1 to 253 characters")
-    for label in name.split("."):
-        if not _LABEL_RE.fullmatch(label):
-            raise ValueError(
-                f"is not a valid domain name: label {quote(label)} must be 1 to 63 letters,"
-                " digits or hyphens, not starting or ending with a hyphen"
-            )
-    return name
-
-
 def _default_hostname(info: ValidationInfo) -> str:
     getter = (info.context or {}).get("default_hostname")
     return str(getter()) if callable(getter) else "localhost"
@@ -170,35 +88,6 @@ def _default_hostname(info: ValidationInfo) -> str:
 # --------------------------------------------------------------------------- listeners
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
-
-def parse_address(value: str) -> tuple[str, int]:
-    """(host, port) from "host:port" or "[v6]:port"; the host must be an IP literal."""
-    if value.startswith("["):
-        m = re.fullmatch(r"\[([^\]]*)\]:([^:]*)", value)
-        if not m:
-            raise ValueError(f'must be "[ipv6]:port", e.g. "[::1]:2525" (got {quote(value)})')
-        host, port_text = m.groups()
-        try:
-            ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{quote(host)} is not an IPv6 address") from None
-    else:
-        host, sep, port_text = value.rpartition(":")
-        if not sep or not host:
-            raise ValueError(f'must be "host:port", e.g. "0.0.0.0:25" (got {quote(value)})')
-        if ":" in host:
-            raise ValueError(f'IPv6 addresses need brackets, e.g. "[{host}]:{port_text}"')
-        try:
-            ip = ipaddress.IPv4Address(host)
-        except ValueError:
-            raise ValueError(
-                f'{quote(host)} is not an IP address; listen on an address literal such as'
-                ' "0.0.0.0", "127.0.0.1", "[::]" or "[::1]"'
-            ) from None
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"port must be a number from 1 to 65535 (got {quote(port_text)})")
-    return str(ip), int(port_text)
 
 
 class Listener(BaseModel):
@@ -374,22 +263,8 @@ class TimeoutsSection(_Section):
     tls_handshake: Seconds = 30.0
 
 
-def _domains(v: object) -> frozenset[str]:
-    if not isinstance(v, list | tuple | set | frozenset):
-        raise ValueError(f'must be an array of domain names, e.g. ["example.test"] (got {quote(v)})')
-    out = set()
-    for i, item in enumerate(sorted(v) if isinstance(v, set | frozenset) else v):
-        if not isinstance(item, str):
-            raise SchemaValueError(f"must be a domain name string (got {quote(item)})", (i,))
-        try:
-            out.add(normalize_domain(item))
-        except ValueError as exc:
-            raise SchemaValueError(f"{quote(item)} {exc}", (i,)) from None
-    return frozenset(out)
-
-
 class DomainsSection(_Section):
-    local: Annotated[frozenset[str], BeforeValidator(_domains)] = frozenset({"localhost"})
+    local: Annotated[frozenset[str], BeforeValidator(parse_domains)] = frozenset({"localhost"})
 
     def is_local(self, domain: str) -> bool:
         try:
@@ -398,35 +273,8 @@ class DomainsSection(_Section):
             return False
 
 
-def _networks(v: object) -> tuple[IPNetwork, ...]:
-    if not isinstance(v, list | tuple):
-        raise ValueError(f'must be an array of addresses or networks, e.g. ["10.0.0.0/8"] (got {quote(v)})')
-    out: list[IPNetwork] = []
-    for i, item in enumerate(v):
-        if isinstance(item, ipaddress.IPv4Network | ipaddress.IPv6Network):
-            out.append(item)
-            continue
-        if not isinstance(item, str):
-            raise SchemaValueError(f"must be an address or network string (got {quote(item)})", (i,))
-        try:
-            out.append(ipaddress.ip_network(item.strip(), strict=True))
-            continue
-        except ValueError:
-            pass
-        try:
-            loose = ipaddress.ip_network(item.strip(), strict=False)
-        except ValueError:
-            raise SchemaValueError(
-                f"{quote(item)} is not an IP address or a network in CIDR notation", (i,)
-            ) from None
-        raise SchemaValueError(
-            f'{quote(item)} has host bits set; did you mean "{loose}"?', (i,)
-        )
-    return tuple(out)
-
-
 class RelaySection(_Section):
-    networks: Annotated[tuple[IPNetwork, ...], BeforeValidator(_networks)] = (
+    networks: Annotated[tuple[IPNetwork, ...], BeforeValidator(parse_networks)] = (
         ipaddress.ip_network("127.0.0.0/8"),
         ipaddress.ip_network("::1"),
     )
@@ -489,31 +337,60 @@ class Config(BaseModel):
 
     # Helpers the server uses -------------------------------------------------
     @property
-    def spool_dir(self) -> Path:
+    def data_path(self) -> Path:
+        """server.data_dir, absolute."""
+        return self.server.data_dir
+
+    @property
+    def spool_path(self) -> Path:
         return self.server.data_dir / "spool"
 
     @property
-    def tls_dir(self) -> Path:
+    def tls_path(self) -> Path:
         """Where the self-signed certificate lives when tls.certificate is not set."""
         return self.server.data_dir / "tls"
 
     @property
-    def users_file(self) -> Path:
+    def users_path(self) -> Path:
+        """auth.users_file, absolute (default data_dir/users)."""
         assert self.auth.users_file is not None  # filled in by _cross_checks
         return self.auth.users_file
 
     @property
-    def log_file(self) -> Path | None:
-        """None means stderr."""
+    def log_path(self) -> Path | None:
+        """server.log_file, absolute; None means stderr."""
         return self.server.log_file
 
     @property
+    def worker_count(self) -> int:
+        return self.server.worker_count
+
+    @property
+    def message_size_bytes(self) -> int:
+        """limits.message_size in bytes; 0 = unlimited."""
+        return self.limits.message_size
+
+    @property
+    def min_free_space_bytes(self) -> int:
+        return self.queue.min_free_space
+
+    @property
     def local_domains(self) -> frozenset[str]:
+        """domains.local: lower-case, IDNA (A-label) form, no trailing dot."""
         return self.domains.local
 
     @property
     def relay_networks(self) -> tuple[IPNetwork, ...]:
         return self.relay.networks
+
+    def tls_paths(self) -> tuple[Path | None, Path | None]:
+        """(certificate, key), absolute; (None, None) means make a self-signed pair."""
+        return self.tls.certificate, self.tls.key
+
+    @staticmethod
+    def listener_endpoint(listener: Listener) -> tuple[str, int]:
+        """(host, port) to bind, host without brackets."""
+        return listener.host, listener.port
 
 
 def _check_listeners(listeners: Iterable[Listener], allow_plaintext: bool) -> None:
@@ -546,5 +423,3 @@ def _check_listeners(listeners: Iterable[Listener], allow_plaintext: bool) -> No
     if not seen:
         raise SchemaValueError("at least one [[listeners]] table is needed", ("listeners",))
 
-
-HostnameGetter = Callable[[], str]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from goniec.errors import Reply
-from goniec.replies import R250_RCPT_OK, R550_RELAY_DENIED
+from goniec.replies import R250_RECIPIENT_OK, R550_RELAY_DENIED
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -66,9 +66,9 @@ def check_recipient(
 ) -> Reply:
     """Accept mail for local domains from anyone; relay only for trusted peers or logins."""
     if is_local_domain(rules, recipient_domain(recipient)):
-        return R250_RCPT_OK
+        return R250_RECIPIENT_OK
     if auth_user is not None and rules.authenticated_may_relay:
-        return R250_RCPT_OK
+        return R250_RECIPIENT_OK
     if is_trusted_peer(rules, peer_ip):
-        return R250_RCPT_OK
+        return R250_RECIPIENT_OK
     return R550_RELAY_DENIED.with_text(f"Unable to relay for <{recipient}>")

@@ -11,6 +11,8 @@ Errors a caller sees from a backend:
   `SMTPError(R451_LOCAL_ERROR)` (451 4.3.0) for any other local failure, from
   `MessageWriter.write` and `MessageWriter.commit`; the reply goes to the client.
 - `MessageNotFound` (a `KeyError`) from `open_message` and `update_recipients`.
+- `OSError` from `update_recipients` and `remove` when storage fails (the
+  delivery work treats it as temporary and tries again later).
 - `ValueError` for a caller bug (empty envelope, an update that changes a
   recipient's identity).
 """
@@ -59,7 +61,7 @@ class MessageNotFound(KeyError):
     """No message with this queue id (never was, or already removed)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: callers log it with vars()
 class RecoveryReport:
     """What `QueueStore.recover` found and did at start-up."""
 

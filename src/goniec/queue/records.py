@@ -60,7 +60,7 @@ class RecipientState:
     recipient: Recipient
     status: RecipientStatus = RecipientStatus.PENDING
     attempts: int = 0
-    next_attempt: float = 0.0  # epoch seconds; due when <= now
+    next_attempt: float = 0.0  # epoch seconds; due when <= now (0: never tried, due)
     last_reply: str = ""       # the last reply or error text, for DSNs and the CLI
 
     @property
@@ -127,7 +127,7 @@ def new_message(queue_id: str, created: float, envelope: Envelope, info: Session
     """The record of a freshly accepted message: every recipient pending, due now."""
     if not envelope.recipients:
         raise ValueError("a message needs at least one recipient")
-    states = tuple(RecipientState(r, next_attempt=created) for r in envelope.recipients)
+    states = tuple(RecipientState(r) for r in envelope.recipients)
     return QueuedMessage(queue_id, created, envelope, states, SubmissionInfo.of(info), size)
 
 

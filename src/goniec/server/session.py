@@ -28,7 +28,7 @@ from goniec.replies import (
     R421_TIMEOUT,
     R421_TOO_MANY_CONNECTIONS,
     R451_LOCAL_ERROR,
-    R454_AUTH_TEMP_FAIL,
+    R454_TEMP_AUTH_FAILURE,
     R535_AUTH_FAILED,
 )
 from goniec.server import tls as tlsmod
@@ -166,7 +166,7 @@ class Session:
             except Exception as exc:  # a broken users file is a temporary failure
                 self._event("auth", level=logging.WARNING, user=ev.username, result="error",
                             error=str(exc))
-                self.conn.respond(R454_AUTH_TEMP_FAIL)
+                self.conn.respond(R454_TEMP_AUTH_FAILURE)
                 return False
         if ok:
             self.info.auth_user = ev.username

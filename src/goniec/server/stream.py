@@ -33,8 +33,8 @@ class ClientStream(asyncio.Protocol):
 
     # -- asyncio.Protocol callbacks --------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio.Transport, but behave as one.
+        self.transport = transport  # type: ignore[assignment]
         self._on_connect(self)
 
     def data_received(self, data: bytes) -> None:

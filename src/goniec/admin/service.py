@@ -1,0 +1,71 @@
+"""The admin operations behind the CLI (and later the web admin).
+
+Owns turning stores into what an operator sees: the user store for a config,
+and queue listings as plain rows (JSON-ready). Never writes the queue itself
+(DESIGN 1.2: only `goniec.queue` does) and never names a queue backend: the
+caller passes the store in. Raises `ConfigError` for an unreadable users file.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from argon2 import PasswordHasher
+
+from goniec.admin.users import UserStore
+from goniec.config.schema import Config
+
+if TYPE_CHECKING:
+    from goniec.queue.api import QueuedMessage
+
+
+def open_users(config: Config, hasher: PasswordHasher | None = None) -> UserStore:
+    return UserStore(config.users_path, hasher)
+
+
+def iso_time(epoch: float) -> str:
+    """Seconds since the epoch as "2026-11-26T16:00:00Z" (UTC)."""
+    t = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientRow:
+    address: str
+    status: str
+    attempts: int
+    next_attempt: str | None  # ISO time when deferred, else None
+    last_reply: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    id: str
+    created: str
+    size: int
+    sender: str  # "" for the null reverse-path <>
+    recipients: tuple[RecipientRow, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def queue_rows(messages: Iterable[QueuedMessage]) -> list[QueueRow]:
+    """Rows for `goniec queue list`, in the store's order (oldest first)."""
+    rows = []
+    for msg in messages:
+        rcpts = tuple(
+            RecipientRow(
+                address=r.address,
+                status=str(r.status),
+                attempts=r.attempts,
+                next_attempt=iso_time(r.next_attempt) if r.next_attempt else None,
+                last_reply=r.last_reply,
+            )
+            for r in msg.recipients
+        )
+        rows.append(QueueRow(msg.id, iso_time(msg.created), msg.size, msg.envelope.sender, rcpts))
+    return rows

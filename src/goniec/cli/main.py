@@ -1,0 +1,242 @@
+"""The `goniec` command line: serve, config check, user add/list/delete, queue list.
+
+Owns argument parsing, reading passwords, and printing; every command is a thin
+call into `goniec.config`, `goniec.admin` or `goniec.app`. Exit codes: 0 ok,
+1 the operation failed (e.g. user exists), 2 bad configuration or usage.
+The config file is -c FILE, else $GONIEC_CONFIG, else ./goniec.toml if it
+exists, else the built-in defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from argon2 import PasswordHasher
+
+from goniec import __version__
+from goniec.admin.service import QueueRow, open_users, queue_rows
+from goniec.admin.users import UserError, check_name
+from goniec.config import dump_config, find_config_file, load_config
+from goniec.config.load import check_files
+from goniec.config.schema import Config
+from goniec.errors import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def password_hasher() -> PasswordHasher | None:
+    """The hasher for `user add`; None = argon2-cffi's defaults. Tests patch this."""
+    return None
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+def config_option(f: F) -> F:
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        metavar="FILE",
+        default=None,
+        help="Config file (default: $GONIEC_CONFIG, else ./goniec.toml, else built-in defaults).",
+    )(f)
+
+
+def _source(config_path: str | None) -> Path | None:
+    return find_config_file(config_path)
+
+
+def _load(config_path: str | None) -> Config:
+    try:
+        return load_config(_source(config_path))
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="goniec", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Goniec, a mail transfer agent."""
+
+
+@cli.command()
+@config_option
+def serve(config_path: str | None) -> None:
+    """Run the SMTP server until SIGTERM or SIGINT."""
+    config = _load(config_path)
+    try:
+        from goniec.app import run
+    except ModuleNotFoundError as exc:
+        if exc.name != "goniec.app":
+            raise
+        _fail("goniec: the server (goniec.app) is not part of this installation")
+    try:
+        run(config)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+
+
+# --------------------------------------------------------------------------- config
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Inspect the configuration."""
+
+
+@config_group.command("check")
+@config_option
+def config_check(config_path: str | None) -> None:
+    """Validate the config and print the effective configuration as TOML."""
+    source = _source(config_path)
+    config = _load(config_path)
+    problems = check_files(config, str(source) if source else "built-in defaults")
+    if problems:
+        _fail("\n".join(problems), EXIT_CONFIG)
+    click.echo(f"# goniec {__version__}: effective configuration from "
+               f"{source if source else 'built-in defaults'}")
+    click.echo(dump_config(config), nl=False)
+
+
+# --------------------------------------------------------------------------- users
+
+
+@cli.group()
+def user() -> None:
+    """Manage SMTP AUTH users (the users file)."""
+
+
+def _read_password(from_stdin: bool) -> str:
+    stdin = click.get_text_stream("stdin")
+    if not from_stdin and stdin.isatty():
+        value: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        return value
+    line = stdin.readline()
+    return line.removesuffix("\n").removesuffix("\r")
+
+
+@user.command("add")
+@click.argument("name")
+@config_option
+@click.option("--password-stdin", is_flag=True, help="Read the password as one line from stdin.")
+@click.option("--replace", is_flag=True, help="Set a new password if the user exists.")
+def user_add(name: str, config_path: str | None, password_stdin: bool, replace: bool) -> None:
+    """Add user NAME (asks for the password twice on a terminal)."""
+    config = _load(config_path)
+    try:
+        check_name(name)
+        store = open_users(config, password_hasher())
+        if name in store and not replace:
+            raise UserError(f"user {name!r} already exists (use --replace to set a new password)")
+        store.add(name, _read_password(password_stdin), replace=replace)
+    except UserError as exc:
+        _fail(f"goniec: {exc}")
+    except OSError as exc:
+        _fail(f"goniec: cannot write {exc.filename or config.users_path}: {exc.strerror}")
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    click.echo(f"{'updated' if replace else 'added'} user {name} in {store.path}")
+
+
+@user.command("list")
+@config_option
+def user_list(config_path: str | None) -> None:
+    """Print the user names, one a line."""
+    config = _load(config_path)
+    try:
+        names = open_users(config).list()
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    for name in names:
+        click.echo(name)
+
+
+@user.command("delete")
+@click.argument("name")
+@config_option
+def user_delete(name: str, config_path: str | None) -> None:
+    """Delete user NAME."""
+    config = _load(config_path)
+    try:
+        open_users(config).delete(name)
+    except UserError as exc:
+        _fail(f"goniec: {exc}")
+    except OSError as exc:
+        _fail(f"goniec: cannot write {exc.filename or config.users_path}: {exc.strerror}")
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    click.echo(f"deleted user {name}")
+
+
+# --------------------------------------------------------------------------- queue
+
+
+@cli.group()
+def queue() -> None:
+    """Look at the mail queue."""
+
+
+def _queue_rows(config: Config) -> list[QueueRow]:
+    if not config.spool_path.is_dir():
+        return []  # nothing was ever queued here
+    from goniec.queue.fs import FsQueueStore  # the one backend the CLI reads directly
+
+    store = FsQueueStore(config.spool_path)
+    try:
+        return queue_rows(store.list_messages())
+    finally:
+        store.close()
+
+
+@queue.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def queue_list(config_path: str | None, as_json: bool) -> None:
+    """List queued messages with their recipients' delivery state."""
+    config = _load(config_path)
+    try:
+        rows = _queue_rows(config)
+    except OSError as exc:
+        _fail(f"goniec: cannot read the spool {exc.filename or config.spool_path}: {exc.strerror}")
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
+        return
+    if not rows:
+        click.echo("queue is empty")
+        return
+    click.echo(_table(rows))
+
+
+def _table(rows: list[QueueRow]) -> str:
+    head = ("ID", "CREATED", "SIZE", "SENDER", "RECIPIENTS")
+    lines: list[tuple[str, ...]] = [head]
+    for r in rows:
+        rcpts = [f"{x.address} ({x.status}" + (f", {x.attempts} tries" if x.attempts else "")
+                 + ")" for x in r.recipients] or ["-"]
+        lines.append((r.id, r.created, str(r.size), r.sender or "<>", rcpts[0]))
+        lines += [("", "", "", "", more) for more in rcpts[1:]]
+    widths = [max(len(line[i]) for line in lines) for i in range(4)]
+    out = []
+    for line in lines:
+        cells = [cell.ljust(w) for cell, w in zip(line[:4], widths, strict=True)]
+        out.append("  ".join([*cells, line[4]]).rstrip())
+    return "\n".join(out) + f"\n{len(rows)} message(s)"
+
+
+def main() -> None:
+    cli(prog_name="goniec")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The effective configuration as TOML text, for `goniec config check` (layer 1).
+
+Owns `dump_config`. The output loads back into an equal `Config`: paths are
+written absolute, sizes with the shortest exact unit, "no value" as "".
+Writes nothing; stdlib has a TOML reader but no writer, and the values here
+are only strings, numbers, booleans and arrays of strings, so a few lines do.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from goniec.config.schema import Config, _SizeMarker
+from goniec.config.values import format_size
+
+
+def _string(s: str) -> str:
+    out = ['"']
+    for ch in s:
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 32 or ord(ch) == 127:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _value(value: object, field: FieldInfo) -> str:
+    if any(isinstance(m, _SizeMarker) for m in field.metadata) and isinstance(value, int):
+        size = format_size(value)
+        return _string(size) if isinstance(size, str) else str(size)
+    if value is None:
+        return '""'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str | Path):
+        return _string(str(value))
+    if isinstance(value, frozenset):
+        return "[" + ", ".join(_string(str(v)) for v in sorted(value)) + "]"
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_string(str(v)) for v in value) + "]"
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return _string(str(value))
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def _table(header: str, model: BaseModel) -> list[str]:
+    lines = [header]
+    for name, field in type(model).model_fields.items():
+        lines.append(f"{name} = {_value(getattr(model, name), field)}")
+    return lines
+
+
+def dump_config(config: Config) -> str:
+    """The effective configuration as TOML; `load_config` of it gives an equal Config."""
+    out: list[str] = []
+    for name in type(config).model_fields:
+        value = getattr(config, name)
+        if isinstance(value, tuple):
+            for item in value:
+                out += [*_table(f"[[{name}]]", item), ""]
+        else:
+            out += [*_table(f"[{name}]", value), ""]
+    return "\n".join(out)
