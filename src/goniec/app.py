@@ -124,8 +124,12 @@ def _worker(config: Config, sockets: list[socket.socket], counter: SharedConnect
 
 def _recover(config: Config) -> None:
     store = _make_store(config)
-    report = asyncio.run(store.recover())
-    log_event(log, "recovered", **{k: v for k, v in vars(report).items() if not k.startswith("_")})
+    try:
+        report = asyncio.run(store.recover())
+    finally:
+        store.close()  # its threads must not linger in the parent that forks workers
+    log_event(log, "recovered", messages=report.messages, incoming_removed=report.incoming_removed,
+              orphans_removed=report.orphans_removed, corrupt=len(report.corrupt))
 
 
 def run(config: Config) -> None:

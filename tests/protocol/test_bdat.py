@@ -162,6 +162,6 @@ def test_large_chunk_keeps_memory_bounded() -> None:
     total = 0
     for _ in range(200):
         total += len(body_of(s.feed(b"q" * 65536)))
-        assert len(s.conn._buf) - s.conn._pos == 0  # noqa: SLF001 (memory bound)
+        assert s.conn.buffered == 0
     assert total == size
     assert s.take() == wire(r.R250_QUEUED)

@@ -95,6 +95,15 @@ class ServerConnection(CommandHandlers):
     def closed(self) -> bool:
         return self._state is CLOSED
 
+    @property
+    def buffered(self) -> int:
+        """Octets received but not processed yet (pipelined input, a partial line).
+
+        Useful to the shell for pregreet checks (data before the greeting) and
+        to watch memory; the core keeps it bounded when fed after NEED_DATA.
+        """
+        return len(self._buf) - self._pos
+
     # --- the shell's calls ----------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
         """Hand over bytes read from the peer; b"" means the peer closed its side."""
