@@ -9,13 +9,13 @@ them. The only module that names concrete backends (DESIGN.md 2).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from goniec.config.schema import Config
@@ -180,10 +180,8 @@ def _supervise(config: Config, sockets: list[socket.socket], counter: SharedConn
         nonlocal stopping
         stopping = True
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
     children: set[int] = set()
     signal.signal(signal.SIGTERM, on_signal)

@@ -23,7 +23,7 @@ from goniec.protocol import (
     ServerConnection,
     ServerOptions,
 )
-from goniec.protocol.replies import R250_OK
+from goniec.replies import R250_OK
 
 BLOCK = 64 * 1024
 GREETING = Reply(220, None, "mx.bench ESMTP")

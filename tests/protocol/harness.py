@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, TypeAlias
 
+from goniec import replies as r
 from goniec.errors import Reply
 from goniec.protocol import (
     NEED_DATA,
@@ -27,7 +28,6 @@ from goniec.protocol import (
     ServerConnection,
     ServerOptions,
 )
-from goniec.protocol import replies as r
 
 HOST = "mx.test"
 GREETING = Reply(220, None, f"{HOST} ESMTP Goniec")

@@ -6,6 +6,7 @@ import base64
 
 import pytest
 
+from goniec import replies as r
 from goniec.errors import Reply
 from goniec.protocol import (
     AUTH,
@@ -15,7 +16,6 @@ from goniec.protocol import (
     Closing,
     MailFrom,
 )
-from goniec.protocol import replies as r
 
 from .harness import Shell, kinds, wire
 

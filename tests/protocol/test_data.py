@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from goniec import replies as r
 from goniec.errors import Reply
 from goniec.protocol import (
     DATA,
@@ -16,7 +17,6 @@ from goniec.protocol import (
     MessageRejected,
     TransactionReset,
 )
-from goniec.protocol import replies as r
 
 from .harness import Shell, body_of, kinds, wire
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from goniec import replies as r
 from goniec.errors import Reply
 from goniec.model import MailParams, Recipient
 from goniec.protocol import MAIL, RCPT, READY, BadCommand, MailFrom, RcptTo
-from goniec.protocol import replies as r
 
 from .harness import Shell, kinds, wire
 

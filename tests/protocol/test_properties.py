@@ -13,6 +13,7 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from goniec import replies as r
 from goniec.errors import Reply
 from goniec.protocol import (
     BadCommand,
@@ -25,7 +26,6 @@ from goniec.protocol import (
     MessageRejected,
     ServerOptions,
 )
-from goniec.protocol import replies as r
 
 from .harness import ACCEPT_ALL_REPLY, HOST, Shell, body_of, kinds, normalize, run_split
 

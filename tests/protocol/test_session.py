@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from goniec import replies as r
 from goniec.errors import Reply
 from goniec.protocol import (
     CLOSED,
@@ -27,7 +28,6 @@ from goniec.protocol import (
     ServerConnection,
     TransactionReset,
 )
-from goniec.protocol import replies as r
 
 from .harness import GREETING, HELLO, Shell, host, kinds, options, wire
 

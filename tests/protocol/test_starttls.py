@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from goniec import replies as r
 from goniec.errors import Reply
 from goniec.protocol import (
     GREETED,
@@ -15,7 +16,6 @@ from goniec.protocol import (
     StartTls,
     TransactionReset,
 )
-from goniec.protocol import replies as r
 
 from .harness import Shell, kinds, wire
 

@@ -247,9 +247,11 @@ def test_broken_tls_handshake_does_not_hurt_others(live_server: ServerProcess) -
     assert c.cmd(b"STARTTLS").startswith(b"220")
     c.send(b"this is not a TLS client hello\r\n" * 10)
     c.sock.settimeout(5)
+    # The server gives up on the handshake and closes: EOF, maybe after a TLS alert.
     try:
-        assert c.sock.recv(100) in (b"",) or True
-    except (ConnectionError, socket.timeout):
+        while c.sock.recv(4096):
+            pass
+    except ConnectionResetError:
         pass
     c.close()
     with smtplib.SMTP("127.0.0.1", live_server.ports["plain"], timeout=10) as s:

@@ -2,7 +2,7 @@
 
 Server side: build a `ServerConnection(ServerOptions(...))`, feed it with
 `receive_data()`, pull `next_event()` and answer decision events with
-`respond()`; send `data_to_send()`. Replies live in `goniec.protocol.replies`.
+`respond()`; send `data_to_send()`. Replies live in `goniec.replies`.
 """
 
 from goniec.protocol.events import (

@@ -8,9 +8,9 @@ carrying the reply the core sends. No I/O.
 
 from __future__ import annotations
 
+from goniec import replies as r
 from goniec.errors import SMTPError
 from goniec.model import MailParams, Recipient
-from goniec.protocol import replies as r
 from goniec.protocol.address import (
     AddressError,
     parse_forward_path,

@@ -14,8 +14,8 @@ which beats a size overflow. No I/O, no exceptions.
 
 from __future__ import annotations
 
+from goniec import replies as r
 from goniec.errors import Reply
-from goniec.protocol import replies as r
 
 END_MARKER = b"\r\n.\r\n"
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from goniec import replies as r
 from goniec.errors import SMTPError
-from goniec.protocol import replies as r
 from goniec.protocol.commands import auth_offered, parse_bdat, parse_mail, parse_rcpt
 from goniec.protocol.data import ChunkReader, DotReader
 from goniec.protocol.events import (

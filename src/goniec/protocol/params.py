@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from goniec import replies as r
 from goniec.errors import SMTPError
 from goniec.model import (
     NOTIFY_DELAY,
@@ -19,7 +20,6 @@ from goniec.model import (
     NOTIFY_SUCCESS,
     MailParams,
 )
-from goniec.protocol import replies as r
 
 # RFC 3461 4.4 and 4.2: length limits of the (encoded) values.
 MAX_ENVID = 100

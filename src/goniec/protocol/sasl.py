@@ -12,8 +12,8 @@ import binascii
 import re
 from dataclasses import dataclass
 
+from goniec import replies as r
 from goniec.errors import Reply
-from goniec.protocol import replies as r
 
 # RFC 4954 4: an AUTH command line or SASL response may be 12288 octets long.
 MAX_SASL_LINE = 12288

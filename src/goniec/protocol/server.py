@@ -19,8 +19,8 @@ at most one block plus one command line (12 KB) of input.
 
 from __future__ import annotations
 
+from goniec import replies as r
 from goniec.errors import Reply
-from goniec.protocol import replies as r
 from goniec.protocol.commands import ehlo_keywords, mail_keywords, rcpt_keywords
 from goniec.protocol.data import ChunkReader, DotReader
 from goniec.protocol.events import (

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections import deque
 
+from goniec import replies as r
 from goniec.errors import Reply
-from goniec.protocol import replies as r
 from goniec.protocol.data import ChunkReader, DotReader
 from goniec.protocol.events import (
     BadCommand,

@@ -8,8 +8,8 @@ tables; it must not hard-code sequence rules elsewhere. No I/O.
 
 from __future__ import annotations
 
+from goniec import replies as r
 from goniec.errors import Reply
-from goniec.protocol import replies as r
 from goniec.protocol.events import (
     AuthCredentials,
     Connected,

@@ -24,8 +24,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from goniec.errors import Reply, SMTPError
+from goniec.errors import SMTPError
 from goniec.model import Envelope
+from goniec.replies import R451_LOCAL_ERROR, R452_INSUFFICIENT_STORAGE
 
 from .records import (
     QueuedMessage,
@@ -42,10 +43,9 @@ __all__ = [
     "SessionFacts", "SubmissionInfo", "storage_error",
 ]
 
-# RFC 3463 3.4: X.3.1 "Mail system full"; RFC 5321 4.2.2: 452 insufficient storage.
-R452_STORAGE = Reply(452, "4.3.1", "Insufficient system storage")
-# RFC 3463 3.4: X.3.0 "Other or undefined mail system status"; DESIGN 1.5: fail temporarily.
-R451_LOCAL_ERROR = Reply(451, "4.3.0", "Requested action aborted: local error in processing")
+# RFC 3463 3.4: X.3.1 "Mail system full" (452), and X.3.0 for any other local
+# failure (451): DESIGN 1.5, fail temporarily. The wording lives in the catalog.
+R452_STORAGE = R452_INSUFFICIENT_STORAGE
 
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 

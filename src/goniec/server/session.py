@@ -13,7 +13,8 @@ import datetime
 import ipaddress
 import logging
 import secrets
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from goniec.errors import Reply, SMTPError
 from goniec.model import Envelope, MailParams, Recipient, SessionInfo
@@ -22,7 +23,6 @@ from goniec.policy.relay import check_recipient
 from goniec.policy.session import MailFacts, check_mail_from
 from goniec.protocol import ServerConnection, events
 from goniec.replies import (
-    R221_BYE,
     R235_AUTH_OK,
     R250_QUEUED,
     R421_TIMEOUT,
@@ -30,6 +30,7 @@ from goniec.replies import (
     R451_LOCAL_ERROR,
     R454_TEMP_AUTH_FAILURE,
     R535_AUTH_FAILED,
+    with_hostname,
 )
 from goniec.server import tls as tlsmod
 from goniec.server.received import received_header
@@ -38,8 +39,6 @@ from goniec.server.stream import ClientStream
 if TYPE_CHECKING:
     from goniec.queue.api import MessageWriter
     from goniec.server.context import ListenerSpec, ServerContext
-
-_ = R221_BYE  # the core writes 221 itself; imported for symmetry in tests
 
 
 def new_session_id() -> str:
@@ -124,13 +123,11 @@ class Session:
                         data = await stream.read()
                 except TimeoutError:
                     self._event("timeout", after=timeout)
-                    conn.close(R421_TIMEOUT.with_text(f"{self.ctx.hostname} Timeout, closing connection"))
+                    conn.close(with_hostname(R421_TIMEOUT, self.ctx.hostname))
                     continue
                 conn.receive_data(data)
                 continue
-            handler = self._handlers.get(type(ev))
-            if handler is None:  # pragma: no cover - every event type has a handler
-                raise RuntimeError(f"unhandled event {ev!r}")
+            handler = _HANDLERS[type(ev)]
             if await handler(self, ev):
                 return
 
@@ -138,8 +135,7 @@ class Session:
     async def _on_connected(self, ev: events.Connected) -> bool:
         if not self.ctx.counter.try_open(self.info.peer_ip):
             self._event("reject", reason="too many connections", client=self.info.peer_ip)
-            self.conn.respond(R421_TOO_MANY_CONNECTIONS.with_text(
-                f"{self.ctx.hostname} Too many connections, try again later"))
+            self.conn.respond(with_hostname(R421_TOO_MANY_CONNECTIONS, self.ctx.hostname))
             return False
         self.counted = True
         text = f"{self.ctx.hostname} ESMTP"
@@ -266,7 +262,7 @@ class Session:
             return True
         try:
             await self.stream.start_tls(ctx_tls, self.ctx.timeouts.tls_handshake)
-        except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+        except (ConnectionError, OSError, TimeoutError) as exc:
             self._event("tls", result="failed", error=str(exc) or type(exc).__name__)
             return True
         self._record_tls()
@@ -296,17 +292,19 @@ class Session:
             except Exception:  # pragma: no cover - abort must not hide the real error
                 self.log.exception("session=%s abort failed", self.info.session_id)
 
-    _handlers = {
-        events.Connected: _on_connected,
-        events.Helo: _on_helo,
-        events.AuthCredentials: _on_auth,
-        events.MailFrom: _on_mail,
-        events.RcptTo: _on_rcpt,
-        events.DataChunk: _on_chunk,
-        events.DataEnd: _on_data_end,
-        events.MessageRejected: _on_rejected,
-        events.TransactionReset: _on_reset,
-        events.StartTls: _on_starttls,
-        events.BadCommand: _on_bad,
-        events.Closing: _on_closing,
-    }
+
+# Event type -> the Session method that handles it; every event type has one.
+_HANDLERS: dict[type, Callable[[Session, Any], Awaitable[bool]]] = {
+    events.Connected: Session._on_connected,
+    events.Helo: Session._on_helo,
+    events.AuthCredentials: Session._on_auth,
+    events.MailFrom: Session._on_mail,
+    events.RcptTo: Session._on_rcpt,
+    events.DataChunk: Session._on_chunk,
+    events.DataEnd: Session._on_data_end,
+    events.MessageRejected: Session._on_rejected,
+    events.TransactionReset: Session._on_reset,
+    events.StartTls: Session._on_starttls,
+    events.BadCommand: Session._on_bad,
+    events.Closing: Session._on_closing,
+}

@@ -8,6 +8,7 @@ Raises `ConfigError` when a configured certificate or key cannot be loaded.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
@@ -34,12 +35,10 @@ def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname[:64])])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     alt: list[x509.GeneralName] = [x509.DNSName(hostname)]
-    try:
+    with contextlib.suppress(ValueError):
         alt = [x509.IPAddress(ipaddress.ip_address(hostname))]
-    except ValueError:
-        pass
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

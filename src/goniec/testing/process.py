@@ -101,7 +101,7 @@ class ServerProcess:
                 except OSError:
                     if time.monotonic() > deadline:
                         self.kill()
-                        raise RuntimeError(f"goniec did not listen on {port}:\n{self.log()}")
+                        raise RuntimeError(f"goniec did not listen on {port}:\n{self.log()}") from None
                     time.sleep(0.05)
         return self
 
