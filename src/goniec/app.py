@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -103,9 +104,11 @@ async def _serve(config: Config, sockets: list[socket.socket], counter: SharedCo
     await stop.wait()
     for server in servers:
         server.close()
-    if ctx.sessions:
-        log_event(log, "stopping", sessions=len(ctx.sessions))
-        _, pending = await asyncio.wait(set(ctx.sessions), timeout=SHUTDOWN_GRACE)
+    if ctx.tasks:
+        log_event(log, "stopping", sessions=len(ctx.tasks))
+        for session in list(ctx.sessions):
+            session.shutdown()
+        _, pending = await asyncio.wait(set(ctx.tasks), timeout=SHUTDOWN_GRACE)
         for task in pending:
             task.cancel()
         if pending:
@@ -132,9 +135,20 @@ def _recover(config: Config) -> None:
               orphans_removed=report.orphans_removed, corrupt=len(report.corrupt))
 
 
+def _raise_fd_limit() -> None:
+    # Every client is a descriptor: 1,000 idle connections must not exhaust the
+    # common soft limit of 1024 while the hard limit allows more.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def run(config: Config) -> None:
     """Start the server and block until SIGTERM or SIGINT."""
     setup_logging(config.server.log_level, config.log_path)
+    _raise_fd_limit()
     config.data_path.mkdir(parents=True, exist_ok=True)
     ssl_ctx = tls_context(config)
     _recover(config)

@@ -46,4 +46,5 @@ class ServerContext:
     counter: SharedConnectionCounter
     timeouts: Timeouts = field(default_factory=Timeouts)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("goniec.server"))
-    sessions: set[Any] = field(default_factory=set)
+    sessions: set[Any] = field(default_factory=set)  # live Session objects
+    tasks: set[Any] = field(default_factory=set)  # their asyncio tasks

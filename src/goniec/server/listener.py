@@ -36,7 +36,7 @@ async def serve_listener(
     ctx: ServerContext, spec: ListenerSpec, sock: socket.socket
 ) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
-    tasks = ctx.sessions
+    tasks = ctx.tasks
 
     def on_connect(stream: ClientStream) -> None:
         session = Session(ctx, spec, stream)

@@ -25,6 +25,7 @@ from goniec.protocol import ServerConnection, events
 from goniec.replies import (
     R235_AUTH_OK,
     R250_QUEUED,
+    R421_SHUTTING_DOWN,
     R421_TIMEOUT,
     R421_TOO_MANY_CONNECTIONS,
     R451_LOCAL_ERROR,
@@ -34,7 +35,7 @@ from goniec.replies import (
 )
 from goniec.server import tls as tlsmod
 from goniec.server.received import received_header
-from goniec.server.stream import ClientStream
+from goniec.server.stream import ClientStream, Interrupted
 
 if TYPE_CHECKING:
     from goniec.queue.api import MessageWriter
@@ -72,6 +73,7 @@ class Session:
         self._reset()
         self.log = ctx.log
         self.messages = 0
+        ctx.sessions.add(self)
 
     def _reset(self) -> None:
         self.sender: str | None = None
@@ -101,6 +103,7 @@ class Session:
         except Exception:
             self.log.exception("session=%s unexpected error", self.info.session_id)
         finally:
+            self.ctx.sessions.discard(self)
             await self._abort_message()
             if self.counted:
                 ctx.counter.close(self.info.peer_ip)
@@ -125,11 +128,20 @@ class Session:
                     self._event("timeout", after=timeout)
                     conn.close(with_hostname(R421_TIMEOUT, self.ctx.hostname))
                     continue
+                except Interrupted:
+                    conn.close(with_hostname(R421_SHUTTING_DOWN, self.ctx.hostname))
+                    continue
                 conn.receive_data(data)
                 continue
             handler = _HANDLERS[type(ev)]
             if await handler(self, ev):
                 return
+
+    def shutdown(self) -> None:
+        """Server stopping: an idle session ends now with 421 (RFC 5321 3.8);
+        one that is receiving a message may finish it first."""
+        if not self.conn.in_data:
+            self.stream.interrupt()
 
     # -- decisions ----------------------------------------------------------------
     async def _on_connected(self, ev: events.Connected) -> bool:

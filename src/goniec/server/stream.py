@@ -18,6 +18,10 @@ from typing import Any
 HIGH_WATER = 256 * 1024
 
 
+class Interrupted(Exception):
+    """read() was woken by `interrupt()`: the server is stopping."""
+
+
 class ClientStream(asyncio.Protocol):
     def __init__(self, on_connect: Callable[[ClientStream], None]) -> None:
         self._on_connect = on_connect
@@ -25,6 +29,7 @@ class ClientStream(asyncio.Protocol):
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._eof = False
+        self._interrupted = False
         self._reading_paused = False
         self._waiter: asyncio.Future[None] | None = None
         self._writable = asyncio.Event()
@@ -69,8 +74,13 @@ class ClientStream(asyncio.Protocol):
             waiter.set_result(None)
 
     async def read(self) -> bytes:
-        """Everything received so far, waiting for some; b"" at end of stream."""
+        """Everything received so far, waiting for some; b"" at end of stream.
+
+        Raises `Interrupted` once `interrupt()` was called and nothing is buffered.
+        """
         while not self._chunks:
+            if self._interrupted:
+                raise Interrupted
             if self._eof:
                 return b""
             self._waiter = asyncio.get_running_loop().create_future()
@@ -86,6 +96,11 @@ class ClientStream(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()
         return data
+
+    def interrupt(self) -> None:
+        """Wake a pending read() with `Interrupted` (used at shutdown)."""
+        self._interrupted = True
+        self._wake()
 
     def discard_buffer(self) -> None:
         self._chunks = []
