@@ -65,7 +65,9 @@ def test_refused_greeting_closes(code: int) -> None:
     assert conn.next_event() == Closing("greeting refused")
     assert conn.next_event() is NEED_DATA
     assert conn.closed and conn.state is CLOSED
-    assert conn.data_to_send() == f"{code} mx.test go away\r\n".encode()
+    enhanced = "4.3.2" if code == 421 else "5.7.1"
+    # A refusal carries its enhanced code so the client can log why.
+    assert conn.data_to_send() == f"{code} {enhanced} mx.test go away\r\n".encode()
 
 
 def test_respond_misuse_is_a_local_error() -> None:
@@ -172,8 +174,8 @@ def test_rejected_ehlo_keeps_the_session_ungreeted() -> None:
     no = Reply(550, "5.7.1", "bad HELO")
     s = Shell(answers={Helo: no})
     s.feed(b"EHLO bad\r\n", b"MAIL FROM:<a@b.example>\r\n")
-    # No enhanced code in answer to EHLO (RFC 2034 3).
-    assert s.take() == b"550 bad HELO\r\n" + wire(r.R503_HELO_FIRST)
+    # A refused EHLO carries the enhanced code; an accepted one does not (RFC 2034 3).
+    assert s.take() == b"550 5.7.1 bad HELO\r\n" + wire(r.R503_HELO_FIRST)
     assert s.conn.helo_name is None and s.conn.state is GREETED
 
 

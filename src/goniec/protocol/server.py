@@ -160,8 +160,10 @@ class ServerConnection(CommandHandlers):
                 reply = Reply(reply.code, None, "\n".join(lines))
             else:
                 self._mail_words = self._rcpt_words = NO_WORDS
-        if kind is Helo or kind is Connected:
-            # RFC 2034 3: no enhanced codes in the greeting or the HELO/EHLO reply.
+        if (kind is Helo or kind is Connected) and accepted:
+            # RFC 2034 3: no enhanced codes in the 220 greeting or the HELO/EHLO reply.
+            # A refusal (421/554 at connect, 5xx to HELO) carries one, as Postfix does,
+            # so the client's log tells why.
             self._out.append(reply.to_bytes(enhanced=False))
         else:
             self._write(reply)

@@ -58,6 +58,7 @@ class ServerProcess:
     workdir: Path
     config: dict[str, Any]
     ports: dict[str, int] = field(default_factory=dict)
+    hosts: dict[int, str] = field(default_factory=dict)  # port -> address to reach it
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -96,7 +97,8 @@ class ServerProcess:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"goniec exited with {self.proc.returncode}:\n{self.log()}")
                 try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    with socket.create_connection((self.hosts.get(port, "127.0.0.1"), port),
+                                                  timeout=1):
                         break
                 except OSError:
                     if time.monotonic() > deadline:
@@ -133,8 +135,10 @@ def make_server(workdir: Path, *, listeners: list[dict[str, Any]] | None = None,
     rendered = []
     for item in listeners:
         item = dict(item)
-        port = free_port()
-        item.setdefault("address", f"127.0.0.1:{port}")
+        if "address" not in item:
+            host = item.pop("host", "127.0.0.1")
+            port = free_port(host)
+            item["address"] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         ports[item["name"]] = int(item["address"].rsplit(":", 1)[1])
         rendered.append(item)
     config: dict[str, Any] = {
@@ -145,4 +149,8 @@ def make_server(workdir: Path, *, listeners: list[dict[str, Any]] | None = None,
     for name, body in sections.items():
         config.setdefault(name, {}).update(body)
     config["listeners"] = rendered
-    return ServerProcess(workdir, config, ports)
+    hosts = {}
+    for item in rendered:
+        host, _, port = item["address"].rpartition(":")
+        hosts[int(port)] = host.strip("[]")
+    return ServerProcess(workdir, config, ports, hosts)
