@@ -80,6 +80,7 @@ class Session:
         self.params = MailParams()
         self.recipients: list[Recipient] = []
         self.writer: MessageWriter | None = None
+        self.store_failed: Reply | None = None
 
     def _record_tls(self) -> None:
         version, cipher = tlsmod.describe(self.stream.extra("ssl_object"))
@@ -215,19 +216,34 @@ class Session:
         return False
 
     async def _on_chunk(self, ev: events.DataChunk) -> bool:
-        writer = self.writer
-        if writer is None:
-            writer = self.writer = self.ctx.queue.new_message()
-            await writer.write(received_header(
-                self.info, hostname=self.ctx.hostname, queue_id=writer.queue_id,
-                recipients=[r.address for r in self.recipients],
-                when=datetime.datetime.now().astimezone()))
-        await writer.write(ev.data)
+        if self.store_failed is not None:
+            return False  # the rest of a body that can no longer be stored
+        try:
+            writer = self.writer
+            if writer is None:
+                writer = self.writer = self.ctx.queue.new_message()
+                await writer.write(received_header(
+                    self.info, hostname=self.ctx.hostname, queue_id=writer.queue_id,
+                    recipients=[r.address for r in self.recipients],
+                    when=datetime.datetime.now().astimezone()))
+            await writer.write(ev.data)
+        except Exception as exc:
+            # Disk full or any other storage failure: keep reading the body so the
+            # session stays in step, and answer the final dot with 4xx.
+            self.store_failed = exc.reply if isinstance(exc, SMTPError) else R451_LOCAL_ERROR
+            if not isinstance(exc, SMTPError):
+                self.log.exception("session=%s storing the body failed", self.info.session_id)
+            await self._abort_message()
         return False
 
     async def _on_data_end(self, ev: events.DataEnd) -> bool:
-        if self.writer is None:  # an empty BDAT LAST body still gets a trace header
-            await self._on_chunk(events.DataChunk(b""))
+        if self.writer is None and self.store_failed is None:
+            await self._on_chunk(events.DataChunk(b""))  # an empty BDAT LAST body
+        if self.store_failed is not None:
+            self._event("reject", stage="data", reply=str(self.store_failed))
+            self.conn.respond(self.store_failed)
+            self._reset()
+            return False
         writer = self.writer
         assert writer is not None and self.sender is not None
         envelope = Envelope(self.sender, tuple(self.recipients), self.params)
