@@ -36,6 +36,7 @@ from postfix_instance import Postfix
 from servers import Aiosmtpd, AiosmtpdFsync, Goniec, Server, Unavailable
 
 ALL_SERVERS = ("goniec", "aiosmtpd", "aiosmtpd-fsync", "postfix")
+LIVE: list[Server] = []  # started and not yet known to be stopped
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -141,6 +142,7 @@ def run_one(
     row: dict[str, Any] = {"scenario": sc.name, "server": server.name, "kind": sc.kind,
                            "target": sc.target}  # fmt: skip
     workdir = root / server.name / sc.name.replace("/", "_")
+    LIVE.append(server)
     try:
         server.start(workdir)
         row.update(scenarios.run_scenario(server, sc, tool, a.timeout, a.rounds, a.round_budget))
@@ -151,6 +153,7 @@ def run_one(
         row.update(status="skipped", reason=str(exc))
     finally:
         server.stop()
+        LIVE.remove(server)
     return row
 
 
@@ -171,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     makers = factories(a)
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
     a.workdir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="goniec-bench-", dir=a.workdir))
     os.chmod(root, 0o755)  # Postfix daemons (user postfix) must reach their queue below it
@@ -200,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = True
         print("\ninterrupted: servers stopped; partial results follow", file=sys.stderr)
     finally:
+        # A second Ctrl-C must not leave a server (a daemonized Postfix) running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        while LIVE:
+            LIVE.pop().stop()
         if a.keep:
             print(f"kept {root}")
         else:

@@ -138,10 +138,10 @@ class Postfix(Server):
         for cf in ("main.cf", "master.cf"):
             os.utime(self.etc / cf, (past, past))
         self._check_private()
+        self._started = True  # from here on stop() must run, even if start is interrupted
         run = subprocess.run(
             [POSTFIX, "-c", str(self.etc), "start"], capture_output=True, timeout=60, check=False
         )
-        self._started = True
         if run.returncode != 0:
             msg = (run.stderr or run.stdout).decode(errors="replace").strip()
             self.stop()

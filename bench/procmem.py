@@ -1,8 +1,9 @@
 """Peak memory of a process tree, sampled from /proc (Linux only).
 
 Owns: finding the descendants of one or more root pids and sampling the sum of
-their resident set size (RSS) every ~50 ms, and, less often, the sum of their
-proportional set size (PSS, from /proc/PID/smaps_rollup).
+their resident set size (RSS) every ~50 ms, and the sum of their proportional
+set size (PSS, from /proc/PID/smaps_rollup) as often while the tree has at most
+20 processes, every ~500 ms when it is larger.
 
 RSS summed over a multi-process server (Postfix: master, smtpd x N, cleanup,
 qmgr, ...) counts shared library pages once per process, so it overstates
@@ -128,7 +129,9 @@ class TreeSampler:
             # read only the known pids' statm in between.
             if tick % self._rescan_every == 0:
                 pids = descendants(self._roots())
-            self._record(pids, pss=tick % self._pss_every == 0)
+            # smaps_rollup is costly with hundreds of Postfix smtpd processes;
+            # for a handful of processes read it on every tick.
+            self._record(pids, pss=len(pids) <= 20 or tick % self._pss_every == 0)
             tick += 1
             self._stop.wait(self._interval)
 

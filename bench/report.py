@@ -21,6 +21,8 @@ def result_text(row: dict[str, Any]) -> str:
     kind = row["kind"]
     if kind == "load":
         text = f"{row['msgs_per_s']:.0f} msg/s"
+        if row.get("server_count") is None:
+            text += " (count not verified server-side)"
         if len(row.get("rounds", ())) > 1:
             text += f" (n={len(row['rounds'])}, spread {row['spread_pct']}%)"
         if not row["ok"]:
@@ -86,7 +88,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     for n, line in enumerate(lines):
         out.append("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
         if n == 0:
-            out.append("  ".join("-" * w for w in widths))
+            out.append("  ".join("-" * w for w in widths).rstrip())
     return "\n".join(out)
 
 

@@ -107,13 +107,13 @@ def run_scenario(
     server: Server, sc: Scenario, tool: str, timeout: float, rounds: int = 1, budget: float = 20.0
 ) -> dict[str, Any]:
     """Run one scenario against an already started server."""
-    send_one = lambda: drive(server.port, Scenario("cal", "load"), 1, "loadgen", 30)  # noqa: E731
     if server.files_per_message is None:
-        server.calibrate(send_one)
+        server.calibrate(lambda: drive(server.port, Scenario("cal", "load"), 1, "loadgen", 30))
     if sc.kind == "load":
         return _run_load(server, sc, tool, timeout, rounds, budget)
     before = server.accepted()
-    with procmem.TreeSampler(server.roots) as mem:
+    # The huge message may take well under a second: sample memory more often.
+    with procmem.TreeSampler(server.roots, interval=0.01 if sc.kind == "big" else 0.05) as mem:
         if sc.kind == "big":
             out = loadgen.run(loadgen.send_big(HOST, server.port, sc.size, timeout))
         else:
