@@ -252,6 +252,23 @@ def test_large_message_round_trips(store: QueueStore) -> None:
     assert h.hexdigest() == digest
 
 
+def test_open_message_reads_like_a_file(store: QueueStore) -> None:
+    body = b"".join(b"line %05d\r\n" % i for i in range(3000))
+    qid = asyncio.run(put(store, body))
+    msg = store.get(qid)
+    assert msg is not None and msg.size == len(body)
+    first_line_end = body.index(b"\n") + 1
+    with store.open_message(qid) as f:
+        assert f.read(7) == body[:7] and f.tell() == 7
+        assert f.readline() == body[7:first_line_end]
+        assert f.read(1 << 20) == body[first_line_end:]
+        assert f.read() == b"" and f.read(1) == b""
+        assert f.seek(0) == 0
+        assert f.read() == body
+        f.seek(-4, 2)
+        assert f.read() == body[-4:]
+
+
 def test_many_concurrent_commits(store: QueueStore) -> None:
     async def main() -> list[str]:
         return list(await asyncio.gather(*(put(store, b"n: %d\r\n\r\n" % i) for i in range(200))))

@@ -67,7 +67,7 @@ class RecoveryReport:
 
     messages: int = 0          # valid messages in the queue
     incoming_removed: int = 0  # unfinished writes thrown away
-    orphans_removed: int = 0   # message files whose envelope never arrived
+    orphans_removed: int = 0   # leftovers of a finished message (fs: a .env without its .msg)
     corrupt: tuple[str, ...] = ()  # names moved aside to corrupt/ (never deleted)
     in_use: int = 0            # files skipped because a live writer holds them
 

@@ -2,27 +2,48 @@
 
 Owns everything under its root directory::
 
-    incoming/  files being written (and record updates before their rename)
-    queue/     <id>.msg (the exact bytes to deliver) and <id>.env (the envelope record)
-    corrupt/   records recovery could not read, with their message files; never deleted
+    incoming/  files being written: <id>.msg, and <id>.<n>.upd record updates
+    queue/     <id>.msg: the message, its initial envelope record, a footer
+               (`fsfile` has the exact layout); <id>.env: a later record
+    corrupt/   files recovery could not read; never deleted
 
-A message exists exactly when queue/<id>.env exists. Commit, in one worker
-thread: write the rest of the data, fdatasync the message file, write and
-fdatasync the record, rename the message file, then the record, into queue/,
-and fsync queue/ (one fsync shared by all concurrent commits, `DirSyncer`).
-incoming/ itself is never fsynced: nothing there has to survive a crash, and
-the file fsyncs before the renames order data before names.
+A message exists exactly when queue/<id>.msg exists. Accepting one costs one
+file creation, one fdatasync, one rename and a share of one directory fsync:
+in one worker thread the writer (`fswriter`) writes the rest of the message,
+its record and the footer with one vectored write into incoming/<id>.msg,
+fdatasyncs it, renames it into queue/, and fsyncs queue/ (one fsync shared by
+all concurrent commits, `DirSyncer`). The file is complete and on disk before
+its name appears in queue/, so no crash, and no reader, ever sees half of one.
+incoming/ itself is never fsynced: nothing there has to survive a crash.
 
-The writer (`fswriter`) keeps small messages in memory (the caller's chunks,
-never joined) up to `memory_threshold` and sends larger ones to
-incoming/<id>.msg in batches. Every blocking call runs in the store's own
-thread pool, never on the event loop; reads for the CLI (`get`,
-`list_messages`, `open_message`) are plain synchronous calls.
+Later recipient states (`update_recipients`) go to queue/<id>.env (written in
+incoming/, fdatasynced, renamed over the old one, queue/ fsynced); when it
+exists it wins over the record embedded in the message file, which is never
+rewritten. A .env that does not parse makes the message unreadable (it is
+not silently replaced by the older embedded state, which could send again to
+recipients already delivered).
+
+`remove` unlinks queue/<id>.msg, fsyncs queue/, then unlinks the .env. In
+that order a crash can leave only a .env without its message (inert: never
+listed, deleted by `recover`). The other order could leave the message file
+alone, and its embedded record would bring back as pending every recipient
+already delivered.
+
+Readers (`get`, `list_messages`, `open_message`, used by the CLI while the
+server runs) open the message file first and take the .env after: a message
+removed meanwhile is not found (the open descriptor shows no links), one that
+vanishes between listing and reading is skipped.
+
+The writer keeps small messages in memory (the caller's chunks, never
+joined) up to `memory_threshold` and sends larger ones to incoming/<id>.msg in
+batches. Every blocking call runs in the store's own thread pool, never on the
+event loop; reads for the CLI are plain synchronous calls.
 
 Several processes may share one spool: ids are random (see `ids`), and each
-writer holds an flock on its files, so `recover` in one process never removes
-another live process's work. Raises `SMTPError` (452 4.3.1 / 451 4.3.0) from
-the writer, `MessageNotFound`, and `OSError` from `update_recipients`/`remove`.
+writer holds an flock on its incoming/ file (one uncontended system call), so
+`recover` in one process never removes another live process's work. Raises
+`SMTPError` (452 4.3.1 / 451 4.3.0) from the writer, `MessageNotFound`, and
+`OSError` from `update_recipients`/`remove`.
 """
 
 from __future__ import annotations
@@ -36,7 +57,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-from . import fsrecover, fsutil, ids, records
+from . import fsfile, fsrecover, fsutil, ids, records
 from .api import (
     MessageNotFound,
     QueuedMessage,
@@ -125,9 +146,22 @@ class FsQueueStore:
         return os.path.join(self.queue_dir, queue_id + ".msg")
 
     def _load(self, queue_id: str) -> QueuedMessage:
-        """Read a record; FileNotFoundError when absent, RecordError when unreadable."""
-        with open(self._env_path(queue_id), "rb") as f:
-            msg = records.parse_record(f.read())
+        """The current record; FileNotFoundError when absent, RecordError when unreadable."""
+        fd = fsfile.open_read(self._msg_path(queue_id))  # the message exists iff this does
+        try:
+            try:
+                with open(self._env_path(queue_id), "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                data = None
+            st = os.fstat(fd)
+            if st.st_nlink == 0:  # removed since we opened it
+                raise FileNotFoundError(self._msg_path(queue_id))
+            if data is None:  # never updated: the record written at commit is current
+                return fsfile.read_message(fd, st.st_size, queue_id)
+        finally:
+            os.close(fd)
+        msg = records.parse_record(data)
         if msg.id != queue_id:
             raise RecordError(f"record of {msg.id} stored as {queue_id}")
         return msg
@@ -145,10 +179,10 @@ class FsQueueStore:
 
     def list_messages(self) -> Iterator[QueuedMessage]:
         names = sorted(
-            n[:-4] for n in os.listdir(self.queue_dir) if n.endswith(".env") and ids.is_valid(n[:-4])
+            n[:-4] for n in os.listdir(self.queue_dir) if n.endswith(".msg") and ids.is_valid(n[:-4])
         )
         for queue_id in names:
-            msg = self.get(queue_id)
+            msg = self.get(queue_id)  # None when removed since the listing
             if msg is not None:
                 yield msg
 
@@ -156,13 +190,19 @@ class FsQueueStore:
         if not ids.is_valid(queue_id):
             raise MessageNotFound(queue_id)
         try:
-            f = open(self._msg_path(queue_id), "rb")  # noqa: SIM115 - the caller closes it
+            fd = fsfile.open_read(self._msg_path(queue_id))
         except FileNotFoundError:
             raise MessageNotFound(queue_id) from None
-        if not os.path.exists(self._env_path(queue_id)):  # a leftover, not a message
-            f.close()
-            raise MessageNotFound(queue_id)
-        return f
+        try:
+            size = fsfile.read_message(fd, os.fstat(fd).st_size, queue_id).size
+        except RecordError as exc:
+            os.close(fd)
+            log.warning("queue.bad_record msg=%s error=%r", queue_id, str(exc))
+            raise MessageNotFound(queue_id) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        return fsfile.open_body(fd, size)
 
     # -- changing ---------------------------------------------------------------------
 
@@ -218,12 +258,21 @@ class FsQueueStore:
         return removed
 
     def _remove_sync(self, queue_id: str) -> bool:
+        env = self._env_path(queue_id)
         try:
-            os.unlink(self._env_path(queue_id))  # the message ends here
+            os.unlink(self._msg_path(queue_id))  # the message ends here
         except FileNotFoundError:
+            fsutil.unlink_quiet(env)  # a leftover of an earlier remove, if any
             return False
-        fsutil.unlink_quiet(self._msg_path(queue_id))
+        # Durable before the .env goes: a crash must never leave the message file
+        # alone, with its embedded record saying every recipient is pending.
         self._queue_syncer.sync()
+        try:
+            os.unlink(env)
+        except FileNotFoundError:
+            pass  # never updated
+        except OSError as exc:  # the message is gone; recovery deletes the leftover
+            log.warning("queue.remove_leftover msg=%s error=%r", queue_id, exc)
         return True
 
     # -- housekeeping -----------------------------------------------------------------

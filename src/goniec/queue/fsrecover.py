@@ -2,16 +2,23 @@
 
 Owns the decisions about what a crash may have left behind:
 - incoming/: every file is an unfinished write or update: removed.
-- queue/<id>.msg without queue/<id>.env: a commit cut between its two renames:
-  removed (the client never got 250 for it).
-- queue/<id>.env that does not parse, names another id, or whose message file
-  is missing or of the wrong size, and any file in queue/ that is not named
-  like a message: moved to corrupt/ (with the message file), never deleted.
+- queue/<id>.msg whose footer or embedded record does not parse, names
+  another id or another size: moved to corrupt/ (with its .env, if any).
+  Message files are complete before they are renamed into queue/, so only
+  damage (disk, hand edits) produces one.
+- queue/<id>.env that does not parse, or names another id, size or envelope
+  than its message file: moved to corrupt/ with the message file. Falling back to
+  the embedded record instead could deliver again to recipients already done.
+- queue/<id>.env without queue/<id>.msg: a `remove` cut short between its two
+  unlinks (the message itself is gone): deleted, counted in `orphans_removed`.
+- any other name in queue/: moved to corrupt/. Nothing in corrupt/ is ever
+  deleted or overwritten.
 
 Other processes may be writing into the same spool while this runs (several
-server workers): a file whose flock is held belongs to a live writer and is
-left alone, and an orphan is re-checked under its lock before removal.
-Raises `OSError` when a directory cannot be read or a file cannot be moved.
+server workers): a file in incoming/ whose flock is held belongs to a live
+writer and is left alone (`in_use`). Nothing in queue/ needs a lock: a file
+there is complete from the moment its name appears. Raises `OSError` when a
+directory cannot be read or a file cannot be moved.
 """
 
 from __future__ import annotations
@@ -20,8 +27,8 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from . import fsutil, ids, records
-from .api import RecordError, RecoveryReport
+from . import fsfile, fsutil, ids, records
+from .api import QueuedMessage, RecordError, RecoveryReport
 
 if TYPE_CHECKING:
     from .fs import FsQueueStore
@@ -42,8 +49,8 @@ class _Recovery:
         return RecoveryReport(self.messages, self.incoming_removed, self.orphans_removed,
                               tuple(self.corrupt), self.in_use)
 
-    def remove_if_unlocked(self, path: str, check_gone: str | None = None) -> bool:
-        """Unlink `path` unless a live process holds its lock (or `check_gone` exists)."""
+    def remove_if_unlocked(self, path: str) -> bool:
+        """Unlink `path` unless a live process holds its lock."""
         try:
             fd = fsutil.try_lock(path)
         except FileNotFoundError:
@@ -52,10 +59,6 @@ class _Recovery:
             self.in_use += 1
             return False
         try:
-            # Holding the lock, the writer is done: if it finished the commit the
-            # record is in place by now, and the file is a message, not an orphan.
-            if check_gone is not None and os.path.exists(check_gone):
-                return False
             fsutil.unlink_quiet(path)
             return True
         finally:
@@ -86,48 +89,58 @@ class _Recovery:
         envs: set[str] = set()
         msgs: set[str] = set()
         for name in os.listdir(qdir):
-            stem, dot, ext = name.partition(".")
+            stem, _, ext = name.partition(".")
             if ids.is_valid(stem) and ext == "env":
                 envs.add(stem)
             elif ids.is_valid(stem) and ext == "msg":
                 msgs.add(stem)
             else:
                 self.set_aside(name, "not a queue file")
-        for queue_id in sorted(envs):
-            self.check_message(queue_id)
-        for queue_id in sorted(msgs - envs):
-            msg_path = os.path.join(qdir, queue_id + ".msg")
-            if self.remove_if_unlocked(msg_path, check_gone=os.path.join(qdir, queue_id + ".env")):
+        for queue_id in sorted(msgs):
+            self.check_message(queue_id, queue_id in envs)
+        for queue_id in sorted(envs - msgs):
+            if not os.path.exists(os.path.join(qdir, queue_id + ".msg")):  # not committed since
+                fsutil.unlink_quiet(os.path.join(qdir, queue_id + ".env"))
                 self.orphans_removed += 1
-                log.info("queue.orphan_removed msg=%s", queue_id)
+                log.info("queue.orphan_removed file=%s.env", queue_id)
 
-    def check_message(self, queue_id: str) -> None:
-        env_path = os.path.join(self.store.queue_dir, queue_id + ".env")
-        msg_path = os.path.join(self.store.queue_dir, queue_id + ".msg")
+    def check_message(self, queue_id: str, has_env: bool) -> None:
         try:
-            with open(env_path, "rb") as f:
-                msg = records.parse_record(f.read())
-            if msg.id != queue_id:
-                raise RecordError(f"record of {msg.id} stored as {queue_id}")
+            msg = self.read_embedded(queue_id)
         except FileNotFoundError:
-            return  # removed meanwhile
+            return  # removed meanwhile (by a live process sharing the spool)
         except RecordError as exc:
-            self.set_aside(queue_id + ".env", str(exc))
-            if os.path.lexists(msg_path):
-                self.set_aside(queue_id + ".msg", "its record is corrupt")
+            self.set_aside(queue_id + ".msg", str(exc))
+            if has_env:
+                self.set_aside(queue_id + ".env", "its message file is corrupt")
             return
-        try:
-            size = os.stat(msg_path).st_size
-        except FileNotFoundError:
-            if os.path.exists(env_path):  # remove() takes the record first, then the file
-                self.set_aside(queue_id + ".env", "message file missing")
-            return
-        if size != msg.size:
-            self.set_aside(queue_id + ".env", f"message file has {size} bytes, record says "
-                                              f"{msg.size}")
-            self.set_aside(queue_id + ".msg", "size differs from its record")
-            return
+        if has_env:
+            try:
+                self.check_env(queue_id, msg)
+            except FileNotFoundError:
+                pass  # removed meanwhile
+            except RecordError as exc:
+                self.set_aside(queue_id + ".env", str(exc))
+                self.set_aside(queue_id + ".msg", "its current record is corrupt")
+                return
         self.messages += 1
+
+    def read_embedded(self, queue_id: str) -> QueuedMessage:
+        fd = fsfile.open_read(os.path.join(self.store.queue_dir, queue_id + ".msg"))
+        try:
+            return fsfile.read_message(fd, os.fstat(fd).st_size, queue_id)
+        finally:
+            os.close(fd)
+
+    def check_env(self, queue_id: str, embedded: QueuedMessage) -> None:
+        with open(os.path.join(self.store.queue_dir, queue_id + ".env"), "rb") as f:
+            msg = records.parse_record(f.read())
+        if msg.id != queue_id:
+            raise RecordError(f"record of {msg.id} stored as {queue_id}")
+        if msg.size != embedded.size:
+            raise RecordError(f"record says {msg.size} bytes, message file {embedded.size}")
+        if msg.envelope != embedded.envelope:
+            raise RecordError("record has another envelope than its message file")
 
 
 def recover(store: FsQueueStore) -> RecoveryReport:

@@ -1,12 +1,13 @@
 """The filesystem spool's message writer: one message on its way into queue/.
 
 Owns the life of one message before it exists: the in-memory chunks, the
-spill file incoming/<id>.msg (flocked while open, see `fsrecover`), and the
-commit sequence: write the rest, fdatasync the message file, write and
-fdatasync the record, rename the message file then the record into queue/,
-and fsync queue/ through the store's shared `DirSyncer`. All blocking work
-runs in the store's thread pool. Raises `SMTPError` (452 4.3.1 when storage
-is full, 451 4.3.0 otherwise) and leaves nothing behind in the queue when it
+file incoming/<id>.msg (flocked while open, see `fsrecover`; created at the
+first spill, or at commit for a message that stayed in memory), and the
+commit: one vectored write of the rest of the message, its envelope record
+and the footer (`fsfile` has the layout), one fdatasync, one rename into
+queue/, and queue/ fsynced through the store's shared `DirSyncer`, all in one
+job of the store's thread pool. Raises `SMTPError` (452 4.3.1 when storage is
+full, 451 4.3.0 otherwise) and leaves nothing behind in the queue when it
 does; `ValueError` for an envelope without recipients.
 """
 
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from goniec.errors import SMTPError
 from goniec.model import Envelope
 
-from . import fsutil, records
+from . import fsfile, fsutil, records
 from .api import SessionFacts, storage_error
 
 if TYPE_CHECKING:
@@ -50,9 +51,7 @@ class FsMessageWriter:
         self._error: SMTPError | None = None
         self._job: asyncio.Future[Any] | None = None
         self._tmp_msg = os.path.join(store.incoming_dir, queue_id + ".msg")
-        self._tmp_env = os.path.join(store.incoming_dir, queue_id + ".env")
         self._msg = os.path.join(store.queue_dir, queue_id + ".msg")
-        self._env = os.path.join(store.queue_dir, queue_id + ".env")
 
     @property
     def queue_id(self) -> str:
@@ -115,10 +114,11 @@ class FsMessageWriter:
         await self._settle()
         self._check_open()
         msg = records.new_message(self._id, self._created, envelope, info, self._size)
-        record = records.format_record(msg)
+        # The record and footer follow the message in the same file and write.
         chunks, self._chunks, self._buffered = self._chunks, [], 0
+        chunks += (records.format_record(msg), fsfile.footer(self._size))
         self._state = _COMMITTING
-        await self._run(self._commit_sync, chunks, record)
+        await self._run(self._commit_sync, chunks)
         log.debug("queue.committed msg=%s session=%s size=%d nrcpt=%d", self._id,
                   msg.info.session_id, msg.size, len(msg.recipients))
         return self._id
@@ -161,40 +161,26 @@ class FsMessageWriter:
             self._discard_sync()
             raise
 
-    def _commit_sync(self, chunks: list[bytes], record: bytes) -> None:
+    def _commit_sync(self, chunks: list[bytes]) -> None:
         store = self._store
-        renamed = 0
-        env_created = False
+        renamed = False
         try:
-            fd = self._open_file() if self._fd is None else self._fd
+            fd = self._fd
+            if fd is None:  # stayed in memory; no finalizer: this job ends the file's life
+                fd = self._fd = fsutil.create_locked(self._tmp_msg)
             fsutil.write_all(fd, chunks)
-            # Create the record before the first sync: on ext4 a create right
-            # after an fsync waits for the journal, so this saves a wait.
-            efd = fsutil.create_locked(self._tmp_env)
-            env_created = True
-            try:
-                fsutil.write_all(efd, [record])
-                fsutil.datasync(fd, store.stats)
-                fsutil.datasync(efd, store.stats)
-            finally:
-                os.close(efd)
-            # The message file first: without its record it is only a leftover.
+            fsutil.datasync(fd, store.stats)
+            # Complete and on disk before it gets its name: the message exists from here on.
             os.rename(self._tmp_msg, self._msg)
-            renamed = 1
-            os.rename(self._tmp_env, self._env)  # the message exists from here on
-            renamed = 2
+            renamed = True
             store._queue_syncer.sync()
         except BaseException:
-            if renamed == 2:
-                fsutil.unlink_quiet(self._env)  # not durable: the client must retry
-            if renamed >= 1:
-                fsutil.unlink_quiet(self._msg)
-            if env_created:
-                fsutil.unlink_quiet(self._tmp_env)
+            if renamed:
+                fsutil.unlink_quiet(self._msg)  # not durable: the client must retry
             self._discard_sync()
             raise
-        # Only now drop the flock: until here recovery must not take queue/<id>.msg
-        # for a message file without a record.
+        # The flock is held up to the rename: until then recovery in another
+        # process must leave incoming/<id>.msg alone.
         self._release()
         self._state = _COMMITTED
         store.stats.add(commits=1)
