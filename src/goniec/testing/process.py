@@ -78,7 +78,7 @@ class ServerProcess:
         qdir = self.data_dir / "spool" / "queue"
         if not qdir.exists():
             return set()
-        return {p.name.split(".")[0] for p in qdir.rglob("*.env")}
+        return {p.name.split(".")[0] for p in qdir.glob("*.msg")}
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         self.config_path.write_text(to_toml(self.config))
