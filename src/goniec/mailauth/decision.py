@@ -1,0 +1,85 @@
+"""What to do with an incoming message once SPF, DKIM and DMARC have run (a plain function).
+
+Owns `InboundPolicy` (the local choices) and `inbound_decision`, which maps
+results + policy to a `Verdict`: accept (the default: record the results in
+Authentication-Results and nothing more), hold (DMARC quarantine: accept,
+then keep the message in the queue for an operator), reject (550) or defer
+(451). No I/O; imports only layer-0 modules, so it could move to
+`goniec.policy` as it is.
+
+- dmarc "enforce": do what the From domain's DMARC policy asks for a failed
+  message (RFC 7489 6.6.4 disposition, after pct=): reject -> 550 5.7.1,
+  quarantine -> hold (or "accept" with quarantine="accept").
+- spf_fail "reject": refuse an SPF fail of MAIL FROM (550 5.7.23, RFC 7372
+  3.2), except when DMARC passes (RFC 7489 10.1: an early SPF refusal would
+  drop mail that DMARC, through DKIM, authenticates).
+- temperror "defer": a temporary DNS failure of SPF or DMARC answers 451, so
+  the sender retries (DESIGN 1.5); the default accepts and records it.
+
+Reply constants for the catalog (goniec.replies), defined here until the
+lead moves them:
+    R550_DMARC_REJECT = Reply(550, "5.7.1", "Rejected by the DMARC policy of the sender domain")
+    R550_SPF_FAIL     = Reply(550, "5.7.23", "SPF validation failed")       # RFC 7372 3.2
+    R451_SPF_TEMP     = Reply(451, "4.7.24", "SPF validation error, try again later")  # RFC 7372
+    R451_DMARC_TEMP   = Reply(451, "4.4.3", "Cannot look up the DMARC policy now, try again later")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from goniec.errors import Reply
+from goniec.mailauth.outcome import InboundResults
+
+R550_DMARC_REJECT = Reply(550, "5.7.1", "Rejected by the DMARC policy of the sender domain")
+R550_SPF_FAIL = Reply(550, "5.7.23", "SPF validation failed")  # RFC 7372 3.2
+R451_SPF_TEMP = Reply(451, "4.7.24", "SPF validation error, try again later")  # RFC 7372 3.2
+R451_DMARC_TEMP = Reply(451, "4.4.3", "Cannot look up the DMARC policy now, try again later")
+
+Action = Literal["accept", "hold", "reject", "defer"]
+
+
+@dataclass(frozen=True, slots=True)
+class InboundPolicy:
+    """The local choices; the defaults only record (RFC 7489 leaves enforcement to us)."""
+
+    dmarc: Literal["record", "enforce"] = "record"
+    quarantine: Literal["hold", "accept"] = "hold"
+    spf_fail: Literal["record", "reject"] = "record"
+    temperror: Literal["accept", "defer"] = "accept"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """action, the reply to send for reject/defer (None otherwise), and why (for the log)."""
+
+    action: Action
+    reply: Reply | None = None
+    reason: str = ""
+
+
+ACCEPT = Verdict("accept")
+
+
+def inbound_decision(results: InboundResults, policy: InboundPolicy) -> Verdict:
+    """The verdict for one message; the strictest reason wins (reject > defer > hold)."""
+    dmarc, spf = results.dmarc, results.spf
+    enforced = policy.dmarc == "enforce" and dmarc.result == "fail"
+    if enforced and dmarc.disposition == "reject":
+        text = f"{R550_DMARC_REJECT.text} ({dmarc.from_domain})"
+        return Verdict("reject", R550_DMARC_REJECT.with_text(text),
+                       f"dmarc=fail p={dmarc.policy} header.from={dmarc.from_domain}")
+    if (policy.spf_fail == "reject" and spf.result == "fail" and spf.identity == "mailfrom"
+            and dmarc.result != "pass"):
+        return Verdict("reject", R550_SPF_FAIL.with_text(
+            f"{R550_SPF_FAIL.text} for {spf.domain}"), f"spf=fail smtp.mailfrom={spf.sender}")
+    if policy.temperror == "defer":
+        if spf.result == "temperror" and dmarc.result != "pass":
+            return Verdict("defer", R451_SPF_TEMP, f"spf=temperror ({spf.explanation})")
+        if dmarc.result == "temperror":
+            return Verdict("defer", R451_DMARC_TEMP, f"dmarc=temperror ({dmarc.reason})")
+    if enforced and dmarc.disposition == "quarantine" and policy.quarantine == "hold":
+        return Verdict("hold", None, f"dmarc=fail p={dmarc.policy} dis=quarantine"
+                                     f" header.from={dmarc.from_domain}")
+    return ACCEPT
