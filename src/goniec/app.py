@@ -1,15 +1,28 @@
 """The composition root: config in, running server out.
 
 Owns turning a validated `Config` into objects (TLS context, spool, user store,
-relay rules, listeners) and running them: in this process, or in several
-worker processes forked after the listening sockets are bound so they share
-them. The only module that names concrete backends (DESIGN.md 2).
+policy rules, listeners, shared counters) and running them: in this process,
+or in several worker processes forked after the listening sockets are bound
+so they share them; the pid file; and reloading on SIGHUP. The only module
+that names concrete backends (DESIGN.md 2).
+
+Reload: SIGHUP (sent by `goniec reload`) re-reads the config file. A file that
+does not load keeps the old rules and logs one `reload_failed` line saying
+why. Otherwise the `Settings` object of every worker is replaced: new
+connections use the new rules at once, running sessions from their next
+command outside a mail transaction (HELO/EHLO, AUTH, MAIL); nobody is
+disconnected. With several workers the parent checks the file first (one
+log line), then passes SIGHUP on to each worker, and respawned workers get
+the new config. Keys that only a restart can change (listeners, TLS, data
+and log paths, workers, hostname, queue, users file) are named in the
+`reloaded` line as `restart_needed=`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import resource
@@ -17,21 +30,42 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
+from goniec.config.load import config_warnings, load_config
 from goniec.config.schema import Config
-from goniec.obs.log import log_event, setup_logging
-from goniec.policy.relay import RelayRules, normalize_domain
+from goniec.errors import ConfigError
+from goniec.obs.log import log_event, parse_level, setup_logging
+from goniec.policy.build import build_rules
 from goniec.protocol import ServerOptions
 from goniec.server import tls as tlsmod
-from goniec.server.context import ListenerSpec, ServerContext, Timeouts
+from goniec.server.context import ListenerSpec, ServerContext, Settings, Timeouts
 from goniec.server.limits import SharedConnectionCounter
 from goniec.server.listener import bind_socket, serve_listener
+from goniec.server.pidfile import PidFile, ServerRunning, pid_path
+from goniec.server.rates import SharedRates
 
 log = logging.getLogger("goniec.app")
 
 # Seconds that running sessions get to finish after SIGTERM before they are cut.
 SHUTDOWN_GRACE = 10.0
+
+# A SIGHUP that arrives while a process starts (the sockets already listen, so a
+# client or `goniec reload` may act) is remembered here and acted on as soon as
+# the real handler is in place; it is never lost, and never kills the process.
+_hup_pending = False
+
+
+def _remember_hup(signum: int, _frame: object) -> None:
+    global _hup_pending
+    _hup_pending = True
+
+
+def _take_pending_hup() -> bool:
+    global _hup_pending
+    pending, _hup_pending = _hup_pending, False
+    return pending
 
 
 def listener_specs(config: Config) -> list[ListenerSpec]:
@@ -49,6 +83,42 @@ def listener_specs(config: Config) -> list[ListenerSpec]:
         )
         specs.append(ListenerSpec(lst.name, host, port, lst.tls, lst.auth, options))
     return specs
+
+
+def build_settings(config: Config, generation: int = 0) -> Settings:
+    """The reloadable part of a running server, from `config` (already validated)."""
+    rules = build_rules(config)
+    resolver = None
+    if rules.needs_reverse_dns:
+        from goniec.server.rdns import ReverseResolver
+
+        resolver = ReverseResolver(config.dns.nameservers, config.dns.port, config.dns.timeout)
+    t = config.timeouts
+    return Settings(
+        rules=rules,
+        options={spec.name: spec.options for spec in listener_specs(config)},
+        greeting=config.server.greeting,
+        timeouts=Timeouts(command=t.command, data_block=t.data_block,
+                          tls_handshake=t.tls_handshake),
+        resolver=resolver,
+        generation=generation,
+    )
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """Keys that differ between `old` and `new` but only take effect after a restart."""
+    out = [f"server.{k}" for k in ("hostname", "data_dir", "workers", "log_file")
+           if getattr(old.server, k) != getattr(new.server, k)]
+    out += [name for name in ("listeners", "tls", "queue")
+            if getattr(old, name) != getattr(new, name)]
+    if old.auth.users_file != new.auth.users_file:
+        out.append("auth.users_file")
+    return out
+
+
+def _reload_file(source: Path | None) -> Config:
+    """Load the config again; ConfigError when it does not load."""
+    return load_config(source)
 
 
 def tls_context(config: Config) -> Any:
@@ -72,38 +142,82 @@ def _make_users(config: Config) -> Any:
     return UserStore(config.users_path)
 
 
-async def _serve(config: Config, sockets: list[socket.socket], counter: SharedConnectionCounter,
-                 ssl_ctx: Any) -> None:
+class _Server:
+    """One process's running state: what SIGHUP replaces."""
+
+    def __init__(self, config: Config, source: Path | None, ctx: ServerContext,
+                 announce: bool) -> None:
+        self.config = config
+        self.source = source
+        self.ctx = ctx
+        self.announce = announce  # log "reloaded" here (False in workers: the parent does)
+
+    async def reload(self) -> None:
+        try:
+            new = await asyncio.to_thread(_reload_file, self.source)
+        except ConfigError as exc:
+            log_event(log, "reload_failed", level=logging.ERROR, config=self.source,
+                      reason=str(exc), kept="old rules")
+            return
+        self.apply(new)
+
+    def apply(self, new: Config) -> None:
+        ctx = self.ctx
+        try:
+            settings = build_settings(new, ctx.settings.generation + 1)
+        except Exception as exc:  # load_config checked it; keep serving whatever happens
+            log_event(log, "reload_failed", level=logging.ERROR, config=self.source,
+                      reason=str(exc), kept="old rules")
+            return
+        pending = restart_needed(self.config, new)
+        if "listeners" in pending:
+            # The sockets are the old ones until a restart: so are their protocol options.
+            settings = dataclasses.replace(settings, options=ctx.settings.options)
+        ctx.settings = settings
+        ctx.counter.total_limit = new.limits.connections
+        ctx.counter.per_ip_limit = new.limits.connections_per_ip
+        logging.getLogger().setLevel(parse_level(new.server.log_level))
+        self.config = new
+        level = logging.INFO if self.announce else logging.DEBUG
+        log_event(log, "reloaded", level=level, config=self.source,
+                  generation=settings.generation, pid=os.getpid(),
+                  restart_needed=",".join(pending) or "-")
+
+
+async def _serve(config: Config, source: Path | None, sockets: list[socket.socket],
+                 counter: SharedConnectionCounter, rates: SharedRates, ssl_ctx: Any,
+                 announce: bool) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    relay = RelayRules(
-        local_domains=frozenset(normalize_domain(d) for d in config.domains.local),
-        networks=tuple(config.relay_networks),
-        authenticated_may_relay=config.relay.authenticated,
-    )
     ctx = ServerContext(
         hostname=config.server.hostname,
-        greeting=config.server.greeting,
         queue=_make_store(config),
         users=_make_users(config),
-        relay=relay,
         tls_context=ssl_ctx,
         counter=counter,
-        timeouts=Timeouts(
-            command=config.timeouts.command,
-            data_block=config.timeouts.data_block,
-            tls_handshake=config.timeouts.tls_handshake,
-        ),
+        settings=build_settings(config),
+        rates=rates,
     )
+    server = _Server(config, source, ctx, announce)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(server.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    if _take_pending_hup():
+        on_hup()
     servers = [
         await serve_listener(ctx, spec, sock)
         for spec, sock in zip(listener_specs(config), sockets, strict=True)
     ]
     await stop.wait()
-    for server in servers:
-        server.close()
+    for srv in servers:
+        srv.close()
     if ctx.tasks:
         log_event(log, "stopping", sessions=len(ctx.tasks))
         for session in list(ctx.sessions):
@@ -115,14 +229,16 @@ async def _serve(config: Config, sockets: list[socket.socket], counter: SharedCo
             await asyncio.wait(pending, timeout=2)
 
 
-def _worker(config: Config, sockets: list[socket.socket], counter: SharedConnectionCounter,
-            ssl_ctx: Any) -> None:
+def _worker(config: Config, source: Path | None, sockets: list[socket.socket],
+            counter: SharedConnectionCounter, rates: SharedRates, ssl_ctx: Any,
+            announce: bool) -> None:
+    main = _serve(config, source, sockets, counter, rates, ssl_ctx, announce)
     try:
         import uvloop
-
-        uvloop.run(_serve(config, sockets, counter, ssl_ctx))
     except ImportError:
-        asyncio.run(_serve(config, sockets, counter, ssl_ctx))
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 def _recover(config: Config) -> None:
@@ -145,82 +261,142 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def run(config: Config) -> None:
-    """Start the server and block until SIGTERM or SIGINT."""
+def run(config: Config, source: Path | None = None) -> None:
+    """Start the server and block until SIGTERM or SIGINT; SIGHUP reloads `source`."""
+    signal.signal(signal.SIGHUP, _remember_hup)  # until the reload handler is in place
     setup_logging(config.server.log_level, config.log_path)
     _raise_fd_limit()
     config.data_path.mkdir(parents=True, exist_ok=True)
+    pidfile = PidFile(pid_path(config.data_path))
+    try:
+        pidfile.acquire()
+    except ServerRunning as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        _run(config, source, pidfile)
+    finally:
+        pidfile.release()
+    log_event(log, "stopped")
+
+
+def _run(config: Config, source: Path | None, pidfile: PidFile) -> None:
     ssl_ctx = tls_context(config)
     _recover(config)
     specs = listener_specs(config)
     sockets = [bind_socket(s.host, s.port) for s in specs]
     counter = SharedConnectionCounter(config.limits.connections, config.limits.connections_per_ip)
+    rates = SharedRates()
     for spec, sock in zip(specs, sockets, strict=True):
         name = sock.getsockname()
         log_event(log, "listening", listener=spec.name, address=f"{name[0]}:{name[1]}",
                   tls=spec.tls, auth=spec.auth)
+    for warning in config_warnings(config):
+        log_event(log, "config_warning", level=logging.WARNING, warning=warning)
     workers = config.worker_count
-    log_event(log, "started", hostname=config.server.hostname, workers=workers, pid=os.getpid())
+    log_event(log, "started", hostname=config.server.hostname, workers=workers, pid=os.getpid(),
+              config=source)
     if workers <= 1:
-        _worker(config, sockets, counter, ssl_ctx)
+        _worker(config, source, sockets, counter, rates, ssl_ctx, True)
     else:
-        _supervise(config, sockets, counter, ssl_ctx, workers)
-    log_event(log, "stopped")
+        _Supervisor(config, source, sockets, counter, rates, ssl_ctx, pidfile).run(workers)
 
 
-def _spawn(config: Config, sockets: list[socket.socket], counter: SharedConnectionCounter,
-           ssl_ctx: Any) -> int:
-    pid = os.fork()
-    if pid == 0:  # the worker
-        code = 0
+class _Supervisor:
+    """The parent of several workers: restarts them, passes signals on."""
+
+    def __init__(self, config: Config, source: Path | None, sockets: list[socket.socket],
+                 counter: SharedConnectionCounter, rates: SharedRates, ssl_ctx: Any,
+                 pidfile: PidFile) -> None:
+        self.pidfile = pidfile
+        self.config = config
+        self.source = source
+        self.sockets = sockets
+        self.counter = counter
+        self.rates = rates
+        self.ssl_ctx = ssl_ctx
+        self.children: set[int] = set()
+        self.stopping = False
+
+    def _spawn(self) -> int:
+        # The parent's handlers must never run in a child: hold the signals back
+        # across fork until the child has put its own in place.
+        held = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
         try:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            _worker(config, sockets, counter, ssl_ctx)
-        except BaseException:  # noqa: BLE001 - a worker must never return into the parent's code
-            logging.getLogger("goniec.app").exception("worker failed")
-            code = 1
-        finally:
-            logging.shutdown()
-            os._exit(code)
-    return pid
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+            raise
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+        else:  # the worker
+            code = 0
+            try:
+                signal.signal(signal.SIGHUP, _remember_hup)  # its loop installs its own
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+                _worker(self.config, self.source, self.sockets, self.counter, self.rates,
+                        self.ssl_ctx, False)
+            except BaseException:  # noqa: BLE001 - a worker must never return into the parent's code
+                logging.getLogger("goniec.app").exception("worker failed")
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        return pid
 
-
-def _supervise(config: Config, sockets: list[socket.socket], counter: SharedConnectionCounter,
-               ssl_ctx: Any, workers: int) -> None:
-    stopping = False
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in children:
+    def _signal_children(self, sig: int) -> None:
+        for pid in self.children:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, sig)
 
-    children: set[int] = set()
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    for _ in range(workers):
-        children.add(_spawn(config, sockets, counter, ssl_ctx))
-    restarts: list[float] = []
-    while children:
+    def on_stop(self, signum: int, _frame: object) -> None:
+        self.stopping = True
+        self._signal_children(signal.SIGTERM)
+
+    def on_hup(self, signum: int, _frame: object) -> None:
+        # Check the file once here, so a bad file is logged once, not once per worker.
         try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-            continue
-        if pid not in children:
-            continue
-        children.discard(pid)
-        if stopping:
-            continue
-        code = os.waitstatus_to_exitcode(status)
-        log_event(log, "worker_exit", level=logging.ERROR, pid=pid, code=code)
-        now = time.monotonic()
-        restarts = [t for t in restarts if now - t < 60] + [now]
-        if len(restarts) > 10:
-            log_event(log, "giving_up", level=logging.CRITICAL, reason="workers keep dying")
-            on_signal(signal.SIGTERM, None)
-            sys.exit(1)
-        children.add(_spawn(config, sockets, counter, ssl_ctx))
+            new = _reload_file(self.source)  # load_config also builds the rules once
+        except ConfigError as exc:
+            log_event(log, "reload_failed", level=logging.ERROR, config=self.source,
+                      reason=str(exc), kept="old rules")
+            return
+        pending = restart_needed(self.config, new)
+        self.config = new  # workers started from now on get it
+        logging.getLogger().setLevel(parse_level(new.server.log_level))
+        self._signal_children(signal.SIGHUP)
+        log_event(log, "reloaded", config=self.source, workers=len(self.children),
+                  restart_needed=",".join(pending) or "-")
+
+    def run(self, workers: int) -> None:
+        signal.signal(signal.SIGTERM, self.on_stop)
+        signal.signal(signal.SIGINT, self.on_stop)
+        signal.signal(signal.SIGHUP, self.on_hup)
+        if _take_pending_hup():
+            self.on_hup(signal.SIGHUP, None)  # before any worker starts: they get the result
+        for _ in range(workers):
+            self.children.add(self._spawn())
+        restarts: list[float] = []
+        while self.children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+                continue
+            if pid not in self.children:
+                continue
+            self.children.discard(pid)
+            if self.stopping:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            log_event(log, "worker_exit", level=logging.ERROR, pid=pid, code=code)
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < 60] + [now]
+            if len(restarts) > 10:
+                log_event(log, "giving_up", level=logging.CRITICAL, reason="workers keep dying")
+                self.on_stop(signal.SIGTERM, None)
+                sys.exit(1)
+            self.children.add(self._spawn())

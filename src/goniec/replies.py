@@ -52,6 +52,25 @@ R451_LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing")
 R452_INSUFFICIENT_STORAGE = Reply(452, "4.3.1", "Insufficient system storage")
 R452_TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 R454_TEMP_AUTH_FAILURE = Reply(454, "4.7.0", "Temporary authentication failure")
+# Access control, rates and peer checks (goniec.policy). RFC 7372 2: X.7.25 is
+# "reverse DNS validation failed"; RFC 3463 3.5: X.4.3 directory server failure.
+R421_CONNECTION_RATE = Reply(  # with_hostname
+    421, "4.7.0", "Too many connections from your address, try again later"
+)
+R421_TOO_MANY_MESSAGES = Reply(  # with_hostname
+    421, "4.7.0", "Too many messages in one session, send the rest in a new one"
+)
+R421_LOGIN_LOCKED = Reply(421, "4.7.0", "Too many failed logins, try again later")  # with_hostname
+R421_REVERSE_DNS_TEMP = Reply(  # with_hostname
+    421, "4.7.25", "Cannot look up your host name now, try again later"
+)
+R450_MESSAGE_RATE = Reply(450, "4.7.1", "Too much mail from your address, try again later")
+R450_USER_MESSAGE_RATE = Reply(450, "4.7.1", "Too much mail from your account, try again later")
+R451_DNS_TEMP = Reply(451, "4.4.3", "Cannot look up your host name now, try again later")
+R452_SESSION_SIZE = Reply(  # RFC 3463 3.4: X.3.4 message too big for the system (this session)
+    452, "4.3.4", "Session size limit reached, send the rest in a new session"
+)
+R454_LOGIN_RATE_USER = Reply(454, "4.7.0", "Too many failed logins for this account, try later")
 
 # --- 5xx: command syntax (answered by the protocol core) ----------------------
 R500_UNKNOWN_COMMAND = Reply(500, "5.5.2", "Command not recognized")
@@ -108,6 +127,11 @@ R553_SMTPUTF8_REQUIRED = Reply(  # RFC 6531 3.5
     553, "5.6.7", "Non-ASCII address not permitted without SMTPUTF8"
 )
 R554_ACCESS_DENIED = Reply(554, "5.7.1", "Access denied")
+R554_NO_REVERSE_DNS = Reply(554, "5.7.25", "Client host rejected: cannot find your host name")
+R554_TOO_MANY_HOPS = Reply(554, "5.4.6", "Too many hops")  # RFC 3463 3.5: X.4.6 routing loop
+R501_BAD_HELO = Reply(501, "5.5.2", "Invalid HELO/EHLO name")
+R504_HELO_NOT_FQDN = Reply(504, "5.5.2", "HELO/EHLO name must be a fully-qualified domain name")
+R550_HELO_MISMATCH = Reply(550, "5.7.1", "HELO/EHLO name does not match your address")
 R554_NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")  # RFC 5321 3.3
 R554_TRANSACTION_FAILED = Reply(554, "5.0.0", "Transaction failed")
 # Body rejections made by the core after the final dot (SMTP smuggling defence,

@@ -196,18 +196,19 @@ def test_queue_list_rows(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_serve_loads_config_and_calls_app_run(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[Config] = []
+    seen: list[tuple[Config, Path | None]] = []
     fake = types.ModuleType("goniec.app")
-    fake.run = seen.append  # type: ignore[attr-defined]
+    fake.run = lambda config, source=None: seen.append((config, source))  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "goniec.app", fake)
     result = run("serve", "-c", str(config_file))
     assert result.exit_code == 0, result.output
-    assert seen == [load_config(config_file)]
+    # The source goes along so that SIGHUP can re-read the same file.
+    assert seen == [(load_config(config_file), config_file)]
 
 
 def test_serve_bad_config_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = types.ModuleType("goniec.app")
-    fake.run = lambda config: pytest.fail("must not start")  # type: ignore[attr-defined]
+    fake.run = lambda config, source=None: pytest.fail("must not start")  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "goniec.app", fake)
     (tmp_path / "goniec.toml").write_text('[[listeners]]\nname = "x"\naddress = "localhost:25"\n')
     result = run("serve")
@@ -254,3 +255,23 @@ def test_unwritable_users_file_is_a_clean_error(config_file: Path, monkeypatch: 
     result = run("user", "add", "alice", "-c", str(config_file), "--password-stdin", input="pw\n")
     assert result.exit_code == 1
     assert result.stderr == f"goniec: cannot write {config_file.parent / 'data'}: Permission denied\n"
+
+
+def test_config_check_warns_about_an_open_relay(tmp_path: Path) -> None:
+    path = tmp_path / "open.toml"
+    path.write_text('[relay]\nmode = "all_except"\nnetworks = []\n'
+                    '[domains]\nlocal = ["goniec.test"]\n'
+                    '[recipients."goniec.test"]\nmailboxes = ["alice"]\n')
+    result = run("config", "check", "-c", str(path))
+    assert result.exit_code == 0
+    assert "warning: relay.mode = \"all_except\"" in result.stderr
+    assert "open relay" in result.stderr
+    assert 'warning: recipients.goniec.test: no postmaster entry' in result.stderr
+    assert '[recipients."goniec.test"]' in result.stdout
+
+
+def test_reload_without_a_server_fails_cleanly(tmp_path: Path) -> None:
+    path = tmp_path / "g.toml"
+    path.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n')
+    result = run("reload", "-c", str(path))
+    assert result.exit_code == 1 and "no running server" in result.stderr

@@ -300,3 +300,44 @@ def test_invalid_ids_are_not_found(store: QueueStore) -> None:
 def test_free_space(store: QueueStore) -> None:
     assert store.free_space_ok(0)
     assert store.free_space_ok(1024)
+
+
+# -- delivery leases ---------------------------------------------------------------------
+
+def test_lease_is_exclusive_until_released(store: QueueStore) -> None:
+    qid = asyncio.run(put(store))
+    first = store.lease(qid)
+    assert first is not None and first.queue_id == qid
+    assert store.lease(qid) is None  # held: even this process cannot take it twice
+    first.release()
+    first.release()  # idempotent
+    again = store.lease(qid)
+    assert again is not None
+    again.release()
+
+
+def test_lease_of_missing_or_removed_message(store: QueueStore) -> None:
+    assert store.lease(ids.new_id()) is None
+    assert store.lease("../etc/passwd") is None
+    qid = asyncio.run(put(store))
+    lease = store.lease(qid)
+    assert lease is not None
+    asyncio.run(store.remove(qid))  # the holder delivered it
+    lease.release()
+    assert store.lease(qid) is None
+
+
+def test_delay_notified_survives_an_update(store: QueueStore) -> None:
+    qid = asyncio.run(put(store))
+    msg = store.get(qid)
+    assert msg is not None
+    new = dataclasses.replace(msg.recipients[0], status=RecipientStatus.DEFERRED,
+                              delay_notified=True)
+    asyncio.run(store.update_recipients(qid, {0: new}))
+    got = store.get(qid)
+    assert got is not None and got.recipients[0].delay_notified
+
+
+def test_list_ids_matches_list_messages(store: QueueStore) -> None:
+    qids = [asyncio.run(put(store)) for _ in range(3)]
+    assert store.list_ids() == sorted(qids) == [m.id for m in store.list_messages()]

@@ -772,3 +772,35 @@ def test_writer_of_a_closed_store_fails_temporarily(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert spool_files(store.root) == EMPTY
+
+
+def _try_lease(root: str, qid: str) -> bool:
+    store = FsQueueStore(root, min_free_space=0)
+    try:
+        lease = store.lease(qid)
+        if lease is None:
+            return False
+        lease.release()
+        return True
+    finally:
+        store.close()
+
+
+def test_lease_excludes_other_processes_and_dies_with_holder(fs_store: FsQueueStore) -> None:
+    qid = asyncio.run(put(fs_store))
+    lease = fs_store.lease(qid)
+    assert lease is not None
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        assert pool.apply(_try_lease, (str(fs_store.root), qid)) is False
+        lease.release()
+        assert pool.apply(_try_lease, (str(fs_store.root), qid)) is True
+    # A crashed holder leaves an unlocked file: takeable at once, cleaned by recover.
+    with open(os.path.join(fs_store.lease_dir, qid), "w"):
+        pass
+    again = fs_store.lease(qid)
+    assert again is not None
+    again.release()
+    open(os.path.join(fs_store.lease_dir, qid), "w").close()
+    asyncio.run(fs_store.recover())
+    assert os.listdir(fs_store.lease_dir) == []

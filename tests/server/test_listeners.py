@@ -35,7 +35,9 @@ def test_ipv6_listener(tmp_path: Path) -> None:
             code, text = s.data(b"Subject: v6\r\n\r\nhi\r\n")
             assert code == 250
         qid = text.decode().rsplit(" ", 1)[1]
-        data = (server.data_dir / "spool" / "queue" / f"{qid}.msg").read_bytes()
+        from test_live import stored
+
+        data = stored(server, qid)
         assert "[IPv6:::1]" in email.message_from_bytes(data)["Received"]
     finally:
         server.stop()

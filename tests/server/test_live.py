@@ -24,10 +24,15 @@ def client_ctx(ca: trustme.CA) -> ssl.SSLContext:
 
 
 def stored(server: ServerProcess, qid: str) -> bytes:
-    matches = list((server.data_dir / "spool" / "queue").rglob(f"{qid}*"))
-    msg = [p for p in matches if not p.name.endswith(".env")]
-    assert msg, f"{qid} not in spool: {matches}"
-    return msg[0].read_bytes()
+    """The stored message, read through the queue API (the file format is the queue's)."""
+    from goniec.queue.fs import FsQueueStore
+
+    store = FsQueueStore(server.data_dir / "spool")
+    try:
+        with store.open_message(qid) as fh:
+            return fh.read()
+    finally:
+        store.close()
 
 
 def queued_id(reply: tuple[int, bytes]) -> str:

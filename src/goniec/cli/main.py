@@ -1,4 +1,4 @@
-"""The `goniec` command line: serve, config check, user add/list/delete, queue list.
+"""The `goniec` command line: serve, reload, config check, user add/list/delete, queue list.
 
 Owns argument parsing, reading passwords, and printing; every command is a thin
 call into `goniec.config`, `goniec.admin` or `goniec.app`. Exit codes: 0 ok,
@@ -22,7 +22,7 @@ from goniec import __version__
 from goniec.admin.service import QueueRow, open_users, queue_rows
 from goniec.admin.users import UserError, check_name
 from goniec.config import dump_config, find_config_file, load_config
-from goniec.config.load import check_files
+from goniec.config.load import check_files, config_warnings
 from goniec.config.schema import Config
 from goniec.errors import ConfigError
 
@@ -82,9 +82,36 @@ def serve(config_path: str | None) -> None:
             raise
         _fail("goniec: the server (goniec.app) is not part of this installation")
     try:
-        run(config)
+        run(config, _source(config_path))
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
+
+
+@cli.command()
+@config_option
+def reload(config_path: str | None) -> None:
+    """Make the running server re-read its config (SIGHUP), without dropping sessions.
+
+    The file is checked first: a bad one is reported here and the server is
+    not disturbed. The server is found through the pid file in data_dir.
+    """
+    import os
+    import signal
+
+    from goniec.server.pidfile import pid_path, running_pid
+
+    config = _load(config_path)
+    pid = running_pid(config.data_path)
+    if pid is None:
+        _fail(f"goniec: no running server found ({pid_path(config.data_path)} is missing or"
+              " stale)")
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        _fail(f"goniec: the server (pid {pid}) is gone")
+    except PermissionError:
+        _fail(f"goniec: not allowed to signal the server (pid {pid})")
+    click.echo(f"reload requested from pid {pid}; the server log says the outcome")
 
 
 # --------------------------------------------------------------------------- config
@@ -104,6 +131,8 @@ def config_check(config_path: str | None) -> None:
     problems = check_files(config, str(source) if source else "built-in defaults")
     if problems:
         _fail("\n".join(problems), EXIT_CONFIG)
+    for warning in config_warnings(config):
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"# goniec {__version__}: effective configuration from "
                f"{source if source else 'built-in defaults'}")
     click.echo(dump_config(config), nl=False)

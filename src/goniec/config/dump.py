@@ -3,7 +3,8 @@
 Owns `dump_config`. The output loads back into an equal `Config`: paths are
 written absolute, sizes with the shortest exact unit, "no value" as "".
 Writes nothing; stdlib has a TOML reader but no writer, and the values here
-are only strings, numbers, booleans and arrays of strings, so a few lines do.
+are only strings, numbers, booleans, arrays of strings and small inline
+tables, so a few lines do.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def _string(s: str) -> str:
     return "".join(out)
 
 
+_PLAIN = FieldInfo()
+
+
 def _value(value: object, field: FieldInfo) -> str:
     if any(isinstance(m, _SizeMarker) for m in field.metadata) and isinstance(value, int):
         size = format_size(value)
@@ -57,6 +61,10 @@ def _value(value: object, field: FieldInfo) -> str:
         return "[" + ", ".join(_string(str(v)) for v in value) + "]"
     if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
         return _string(str(value))
+    if isinstance(value, dict):
+        items = ", ".join(f"{_string(str(k))} = {_value(v, _PLAIN)}"
+                          for k, v in sorted(value.items()))
+        return "{ " + items + " }" if items else "{}"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 
@@ -75,6 +83,9 @@ def dump_config(config: Config) -> str:
         if isinstance(value, tuple):
             for item in value:
                 out += [*_table(f"[[{name}]]", item), ""]
+        elif isinstance(value, dict):  # tables keyed by domain: [recipients."example.test"]
+            for key, item in sorted(value.items()):
+                out += [*_table(f"[{name}.{_string(key)}]", item), ""]
         else:
             out += [*_table(f"[{name}]", value), ""]
     return "\n".join(out)

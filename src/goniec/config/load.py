@@ -28,6 +28,7 @@ from pydantic_core import ErrorDetails
 from goniec.config.schema import Config
 from goniec.config.values import SchemaValueError, normalize_domain, quote
 from goniec.errors import ConfigError
+from goniec.policy.build import RulesError, build_rules
 
 ENV_VAR = "GONIEC_CONFIG"
 DEFAULT_FILE = "goniec.toml"
@@ -111,6 +112,10 @@ def _validate(data: dict[str, Any], *, base_dir: Path, label: str, text: str) ->
                 _located(label, text, loc, "OpenSSL accepts none of these ciphers"
                          f" (got {quote(config.tls.ciphers)})")
             ) from None
+    try:
+        build_rules(config)  # checks that span keys: alias targets, loops
+    except RulesError as exc:
+        raise ConfigError(_located(label, text, exc.loc, str(exc))) from None
     return config
 
 
@@ -122,7 +127,26 @@ def check_files(config: Config, label: str = "config") -> list[str]:
         if p is not None and not os.access(p, os.R_OK):
             why = "does not exist" if not p.exists() else "is not readable"
             problems.append(f"{label}: tls.{key}: {str(p)!r} {why}")
+    for name, remote in config.remote_domains.items():
+        pf = remote.password_file
+        if pf is not None and not os.access(pf, os.R_OK):
+            why = "does not exist" if not pf.exists() else "is not readable"
+            problems.append(f"{label}: remote_domains.{name}.password_file: {str(pf)!r} {why}")
     return problems
+
+
+def config_warnings(config: Config) -> list[str]:
+    """Settings that are valid but probably not meant, for `config check` and the log."""
+    out = []
+    if config.relay.mode == "all_except":
+        out.append('relay.mode = "all_except": every client not in relay.networks/domains may'
+                   " relay; this is an open relay unless those lists cover the whole Internet")
+    for name, table in config.recipients.items():
+        if not (table.catch_all or "postmaster" in table.mailboxes
+                or "postmaster" in table.aliases or "postmaster" in table.forwards):
+            out.append(f"recipients.{name}: no postmaster entry; mail to postmaster@{name} is"
+                       " accepted (RFC 5321 4.5.1) and goes to the mailbox \"postmaster\"")
+    return out
 
 
 # --------------------------------------------------------------------------- messages
@@ -132,7 +156,12 @@ def dotted(loc: Sequence[str | int]) -> str:
     """("listeners", 0, "tls") -> "listeners[0].tls"."""
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        # A key with dots or other odd characters (a domain name) is quoted as in TOML.
+        name = part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else quote(part)
+        out += f".{name}" if out else name
     return out
 
 

@@ -32,13 +32,23 @@ from pydantic import (
     model_validator,
 )
 
+from goniec.config.sections import (
+    AccessSection,
+    DnsSection,
+    DomainsSection,
+    PeersSection,
+    RatesSection,
+    RecipientTableSection,
+    RelaySection,
+    RemoteDomainSection,
+    optional_path,
+    resolve_path,
+)
 from goniec.config.values import (
     IPNetwork,
     SchemaValueError,
     normalize_domain,
     parse_address,
-    parse_domains,
-    parse_networks,
     parse_seconds,
     parse_size,
     quote,
@@ -67,17 +77,6 @@ Seconds = Annotated[float, BeforeValidator(parse_seconds)]
 
 
 # --------------------------------------------------------------------------- names, paths
-
-
-def _base_dir(info: ValidationInfo) -> Path:
-    ctx = info.context or {}
-    base = ctx.get("base_dir")
-    return Path(base) if base is not None else Path.cwd()
-
-
-def _resolve(raw: str, info: ValidationInfo) -> Path:
-    path = Path(raw).expanduser()
-    return Path(os.path.normpath(path if path.is_absolute() else _base_dir(info) / path))
 
 
 def _default_hostname(info: ValidationInfo) -> str:
@@ -164,12 +163,12 @@ class ServerSection(_Section):
             v = str(v)
         if not isinstance(v, str) or not v:
             raise ValueError(f"must be a non-empty path (got {quote(v)})")
-        return _resolve(v, info)
+        return resolve_path(v, info)
 
     @field_validator("log_file", mode="before")
     @classmethod
     def _check_log_file(cls, v: object, info: ValidationInfo) -> Path | None:
-        return _optional_path(v, info)
+        return optional_path(v, info)
 
     @field_validator("workers", mode="before")
     @classmethod
@@ -192,16 +191,6 @@ class ServerSection(_Section):
         return self.workers if isinstance(self.workers, int) else max(1, os.cpu_count() or 1)
 
 
-def _optional_path(v: object, info: ValidationInfo) -> Path | None:
-    if v is None or v == "":
-        return None
-    if isinstance(v, Path):
-        v = str(v)
-    if not isinstance(v, str):
-        raise ValueError(f"must be a path string (got {quote(v)})")
-    return _resolve(v, info)
-
-
 class TlsSection(_Section):
     certificate: Path | None = None
     key: Path | None = None
@@ -211,7 +200,7 @@ class TlsSection(_Section):
     @field_validator("certificate", "key", mode="before")
     @classmethod
     def _check_paths(cls, v: object, info: ValidationInfo) -> Path | None:
-        return _optional_path(v, info)
+        return optional_path(v, info)
 
     @field_validator("min_version", mode="before")
     @classmethod
@@ -236,14 +225,47 @@ class TlsSection(_Section):
         return self.certificate is None
 
 
+def _sender_entry(v: object) -> str:
+    """"alice@Example.TEST" -> "alice@example.test"; "@example.test" (a whole domain); "*"."""
+    if v == "*":
+        return "*"
+    if not isinstance(v, str) or "@" not in v or any(c.isspace() for c in v):
+        raise ValueError(f'must be an address, "@domain" or "*" (got {quote(v)})')
+    local, _, domain = v.rpartition("@")
+    try:
+        domain = normalize_domain(domain)
+    except ValueError as exc:
+        raise ValueError(f"{quote(v)}: the domain {exc}") from None
+    return f"{local.casefold()}@{domain}"
+
+
+def _parse_senders(v: object) -> dict[str, frozenset[str]]:
+    if not isinstance(v, dict):
+        raise ValueError('must be a table of user = ["address", "@domain", ...]')
+    out: dict[str, frozenset[str]] = {}
+    for user, entries in v.items():
+        items = [entries] if isinstance(entries, str) else entries
+        if not isinstance(items, list | tuple):
+            raise SchemaValueError(f"must be an array of addresses (got {quote(entries)})",
+                                   (str(user),))
+        try:
+            out[str(user)] = frozenset(_sender_entry(e) for e in items)
+        except ValueError as exc:
+            raise SchemaValueError(str(exc), (str(user),)) from None
+    return out
+
+
 class AuthSection(_Section):
     allow_plaintext: StrictBool = False
     users_file: Path | None = None  # filled with data_dir/users by Config
+    restrict_senders: StrictBool = False
+    senders: Annotated[dict[str, frozenset[str]], BeforeValidator(_parse_senders)] = Field(
+        default_factory=dict)
 
     @field_validator("users_file", mode="before")
     @classmethod
     def _check_users_file(cls, v: object, info: ValidationInfo) -> Path | None:
-        return _optional_path(v, info)
+        return optional_path(v, info)
 
 
 class LimitsSection(_Section):
@@ -253,6 +275,17 @@ class LimitsSection(_Section):
     connections_per_ip: Count = 50
     bad_commands: Count = 20
     recipients: PositiveCount = 100  # per message
+    session_size: Size = 0  # bodies per connection, 0 = unlimited
+    messages_per_connection: Count = 0
+    hop_count: Count = 30  # Received: headers, ours included; 0 = unlimited
+
+    @model_validator(mode="after")
+    def _session_holds_a_message(self) -> LimitsSection:
+        if self.session_size and (not self.message_size or self.session_size < self.message_size):
+            raise SchemaValueError(
+                "must be 0 (unlimited) or at least message_size, so that one session can"
+                " always take one message", ("session_size",))
+        return self
 
 
 class TimeoutsSection(_Section):
@@ -261,31 +294,6 @@ class TimeoutsSection(_Section):
     data_block: Seconds = 180.0  # 4.5.3.2.5 between data blocks
     data_end: Seconds = 600.0  # 4.5.3.2.6 final reply after end of data (a client timeout)
     tls_handshake: Seconds = 30.0
-
-
-class DomainsSection(_Section):
-    local: Annotated[frozenset[str], BeforeValidator(parse_domains)] = frozenset({"localhost"})
-
-    def is_local(self, domain: str) -> bool:
-        try:
-            return normalize_domain(domain) in self.local
-        except ValueError:
-            return False
-
-
-class RelaySection(_Section):
-    networks: Annotated[tuple[IPNetwork, ...], BeforeValidator(parse_networks)] = (
-        ipaddress.ip_network("127.0.0.0/8"),
-        ipaddress.ip_network("::1"),
-    )
-    authenticated: StrictBool = True
-
-    def trusts(self, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        """True when `ip` is inside one of `networks` (IPv4-mapped IPv6 counts as IPv4)."""
-        addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        return any(addr in net for net in self.networks if net.version == addr.version)
 
 
 class QueueSection(_Section):
@@ -317,6 +325,32 @@ class Config(BaseModel):
     domains: DomainsSection = DomainsSection()
     relay: RelaySection = RelaySection()
     queue: QueueSection = QueueSection()
+    access: AccessSection = AccessSection()
+    recipients: dict[str, RecipientTableSection] = Field(default_factory=dict)
+    # A dict default is validated with the context (relative password_file paths).
+    remote_domains: dict[str, RemoteDomainSection] = Field(default_factory=dict)
+    rates: RatesSection = RatesSection()
+    peers: PeersSection = PeersSection()
+    dns: DnsSection = DnsSection()
+
+    @field_validator("recipients", "remote_domains", mode="before")
+    @classmethod
+    def _domain_keys(cls, v: object, info: ValidationInfo) -> object:
+        if not isinstance(v, dict):
+            return v  # pydantic reports the type
+        out: dict[str, object] = {}
+        for key, body in v.items():
+            name = str(key)
+            wild = info.field_name == "remote_domains" and name.startswith("*.")
+            try:
+                norm = normalize_domain(name[2:] if wild else name)
+            except ValueError as exc:
+                raise SchemaValueError(f"{quote(name)} {exc}", (name,)) from None
+            norm = "*." + norm if wild else norm
+            if norm in out:
+                raise SchemaValueError(f"{quote(name)} is listed twice", (name,))
+            out[norm] = body
+        return out
 
     @field_validator("listeners", mode="before")
     @classmethod
@@ -328,6 +362,7 @@ class Config(BaseModel):
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         _check_listeners(self.listeners, self.auth.allow_plaintext)
+        _check_domains(self)
         if self.auth.users_file is None:
             # Defaults that depend on another key are filled in here so the value
             # the server reads, and dump_config prints, is the effective one.
@@ -391,6 +426,21 @@ class Config(BaseModel):
     def listener_endpoint(listener: Listener) -> tuple[str, int]:
         """(host, port) to bind, host without brackets."""
         return listener.host, listener.port
+
+
+def _check_domains(config: Config) -> None:
+    domains = config.domains
+    for name in config.recipients:
+        if name in domains.aliases:
+            raise SchemaValueError(
+                f"{quote(name)} is an alias domain: its recipients are those of"
+                f" {quote(domains.aliases[name])}", ("recipients", name))
+        if name not in domains.local:
+            raise SchemaValueError(f"{quote(name)} is not in domains.local", ("recipients", name))
+    for name in config.remote_domains:
+        if name.removeprefix("*.") in domains.local or name in domains.aliases:
+            raise SchemaValueError(f"{quote(name)} is a local domain, not a remote one",
+                                   ("remote_domains", name))
 
 
 def _check_listeners(listeners: Iterable[Listener], allow_plaintext: bool) -> None:

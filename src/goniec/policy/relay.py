@@ -1,73 +1,84 @@
-"""Who may send mail to which recipient: the first cut of relay control.
+"""Where a recipient may go: local delivery, relay, or a refusal (pure, layer 1).
 
-Owns plain decision functions; every fact (peer address, login, recipient) is
-passed in, nothing is looked up here. Returns the `Reply` to send: positive to
-accept, negative to refuse. Never raises on peer input.
+Owns `may_relay` (IIS Relay restrictions: the relay list in its mode, plus
+"authenticated clients may relay") and `check_destination`, the RCPT
+decision once limits are checked: a local (or alias) domain looks the local
+part up in its recipient table (`550 5.1.1` when unknown); a remote domain
+marked `relay` takes mail from anyone (backup MX); anything else needs relay
+permission, else `550 5.7.1 Unable to relay for <address>`.
 
-RFC 5321 3.6 leaves relaying to local policy; the safe default here is the
-classic one: local domains from anyone, everything else only from trusted
-networks or authenticated clients.
+Routing tricks never relay (RFC 5321 3.6.1, Appendix C): the core already
+dropped source routes, so `<@a:user@remote>` arrives as "user@remote"; a local
+part with "%", "!" or a quoted "@" aimed at a local domain (the percent hack,
+bang paths) is refused as a relay attempt, for every client, since we never
+route on local parts. Our own host name, when it is not a local domain, and
+an address literal of the address the client connected to are refused too:
+relaying there would only loop back to us. Other address literals are
+remote destinations. No I/O; never raises on peer input.
 """
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass
-
 from goniec.errors import Reply
-from goniec.replies import R250_RECIPIENT_OK, R550_RELAY_DENIED
+from goniec.policy.addresses import (
+    IPAddress,
+    has_routing_syntax,
+    literal_address,
+    normalize_domain,
+    recipient_domain,
+    split_address,
+)
+from goniec.policy.client import client_allowed
+from goniec.policy.recipients import accepts
+from goniec.policy.rules import UNCHECKED, ReverseDns, Rules
+from goniec.replies import (
+    R250_RECIPIENT_OK,
+    R451_DNS_TEMP,
+    R550_RELAY_DENIED,
+    R550_UNKNOWN_USER,
+)
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-@dataclass(frozen=True, slots=True)
-class RelayRules:
-    local_domains: frozenset[str]
-    networks: tuple[IPNetwork, ...]
-    authenticated_may_relay: bool = True
-
-
-def normalize_domain(domain: str) -> str:
-    """Lower-case and IDNA-encode a domain so U-labels and A-labels compare equal."""
-    domain = domain.lower()
-    if domain.isascii():
-        return domain
-    try:
-        return domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        return domain
+__all__ = ["check_destination", "may_relay", "normalize_domain", "recipient_domain",
+           "relay_denied"]
 
 
-def recipient_domain(address: str) -> str:
-    """The domain of "local@domain"; "" for the bare Postmaster of RFC 5321 4.1.1.3."""
-    at = address.rfind("@")
-    return "" if at < 0 else normalize_domain(address[at + 1 :])
-
-
-def is_trusted_peer(rules: RelayRules, peer_ip: IPAddress) -> bool:
-    # An IPv4-mapped IPv6 peer (::ffff:a.b.c.d on a dual-stack socket) is the IPv4 client.
-    if isinstance(peer_ip, ipaddress.IPv6Address) and peer_ip.ipv4_mapped is not None:
-        peer_ip = peer_ip.ipv4_mapped
-    return any(peer_ip in net for net in rules.networks if net.version == peer_ip.version)
-
-
-def is_local_domain(rules: RelayRules, domain: str) -> bool:
-    return domain == "" or domain in rules.local_domains
-
-
-def check_recipient(
-    rules: RelayRules,
-    *,
-    peer_ip: IPAddress,
-    auth_user: str | None,
-    recipient: str,
-) -> Reply:
-    """Accept mail for local domains from anyone; relay only for trusted peers or logins."""
-    if is_local_domain(rules, recipient_domain(recipient)):
-        return R250_RECIPIENT_OK
-    if auth_user is not None and rules.authenticated_may_relay:
-        return R250_RECIPIENT_OK
-    if is_trusted_peer(rules, peer_ip):
-        return R250_RECIPIENT_OK
+def relay_denied(recipient: str) -> Reply:
     return R550_RELAY_DENIED.with_text(f"Unable to relay for <{recipient}>")
+
+
+def may_relay(rules: Rules, *, ip: IPAddress, reverse: ReverseDns = UNCHECKED,
+              auth_user: str | None = None) -> bool | None:
+    """True/False; None when only a failed reverse-DNS lookup could tell."""
+    if auth_user is not None and rules.relay.authenticated:
+        return True
+    return client_allowed(rules.relay.clients, ip, reverse)
+
+
+def check_destination(rules: Rules, recipient: str, *, ip: IPAddress,
+                      reverse: ReverseDns = UNCHECKED, auth_user: str | None = None,
+                      server_ip: IPAddress | None = None) -> Reply:
+    local, raw_domain = split_address(recipient)
+    if not raw_domain:
+        return R250_RECIPIENT_OK  # RFC 5321 4.1.1.3: the bare Postmaster is always local
+    domain = normalize_domain(raw_domain)
+    local_domain = rules.domains.local_domain(domain)
+    if local_domain is not None:
+        if has_routing_syntax(local):
+            return relay_denied(recipient)
+        if accepts(rules.directory, local, local_domain):
+            return R250_RECIPIENT_OK
+        return R550_UNKNOWN_USER
+    if domain == rules.hostname:
+        return relay_denied(recipient)
+    literal = literal_address(domain)
+    if literal is not None and server_ip is not None and literal == server_ip:
+        return relay_denied(recipient)
+    remote = rules.domains.remote_domain(domain) if literal is None else None
+    if remote is not None and remote.relay:
+        return R250_RECIPIENT_OK
+    allowed = may_relay(rules, ip=ip, reverse=reverse, auth_user=auth_user)
+    if allowed:
+        return R250_RECIPIENT_OK
+    if allowed is None:
+        return R451_DNS_TEMP
+    return relay_denied(recipient)

@@ -15,6 +15,15 @@ Errors a caller sees from a backend:
   delivery work treats it as temporary and tries again later).
 - `ValueError` for a caller bug (empty envelope, an update that changes a
   recipient's identity).
+- `OSError` from `lease` when the lease cannot be taken for a reason other
+  than "someone else holds it" (that is `None`).
+
+Leases: a delivery runner changes a message only while it holds its lease
+(`QueueStore.lease`). A lease is exclusive across every process sharing the
+store, never blocks, and ends with `Lease.release()` or with the holder's
+process (a crash frees it at once: nothing to expire). Leases are not durable
+state: they protect against two runners delivering one message at once, not
+against a crash, after which the message is simply delivered again.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from .records import (
 )
 
 __all__ = [
-    "R451_LOCAL_ERROR", "R452_STORAGE", "MessageNotFound", "MessageWriter", "QueueStore",
+    "R451_LOCAL_ERROR", "R452_STORAGE", "Lease", "MessageNotFound", "MessageWriter", "QueueStore",
     "QueuedMessage", "RecipientState", "RecipientStatus", "RecordError", "RecoveryReport",
     "SessionFacts", "SubmissionInfo", "storage_error",
 ]
@@ -109,6 +118,17 @@ class MessageWriter(Protocol):
         ...
 
 
+class Lease(Protocol):
+    """The right to deliver one message and change its state, until released."""
+
+    @property
+    def queue_id(self) -> str: ...
+
+    def release(self) -> None:
+        """Give the message back; idempotent."""
+        ...
+
+
 @runtime_checkable
 class QueueStore(Protocol):
     """The one writer of durable queue state (DESIGN 1.2)."""
@@ -121,6 +141,10 @@ class QueueStore(Protocol):
 
     def list_messages(self) -> Iterator[QueuedMessage]:
         """Every valid queued message, oldest first (skips unreadable records)."""
+        ...
+
+    def list_ids(self) -> list[str]:
+        """The ids of queued messages, oldest first, without reading any record (cheap)."""
         ...
 
     def get(self, queue_id: str) -> QueuedMessage | None: ...
@@ -141,6 +165,15 @@ class QueueStore(Protocol):
 
     async def remove(self, queue_id: str) -> bool:
         """Delete a message durably; False when it was not there."""
+        ...
+
+    def lease(self, queue_id: str) -> Lease | None:
+        """Take the delivery lease of a message without waiting.
+
+        None when another holder (any task or process) has it, or the message
+        is gone. Cheap: no fsync. The holder reads the message again after
+        taking it (another runner may have changed it just before).
+        """
         ...
 
     def free_space_ok(self, needed: int) -> bool:

@@ -6,6 +6,7 @@ Owns everything under its root directory::
     queue/     <id>.msg: the message, its initial envelope record, a footer
                (`fsfile` has the exact layout); <id>.env: a later record
     corrupt/   files recovery could not read; never deleted
+    lease/     <id>: flocked while a runner delivers the message (`fslease`)
 
 A message exists exactly when queue/<id>.msg exists. Accepting one costs one
 file creation, one fdatasync, one rename and a share of one directory fsync:
@@ -57,7 +58,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-from . import fsfile, fsrecover, fsutil, ids, records
+from . import fsfile, fslease, fsrecover, fsutil, ids, records
 from .api import (
     MessageNotFound,
     QueuedMessage,
@@ -98,6 +99,7 @@ class FsQueueStore:
         self.incoming_dir = str(self.root / "incoming")
         self.queue_dir = str(self.root / "queue")
         self.corrupt_dir = str(self.root / "corrupt")
+        self.lease_dir = str(self.root / "lease")
         self._make_dirs()
         self.min_free_space = min_free_space
         self.memory_threshold = memory_threshold
@@ -115,7 +117,7 @@ class FsQueueStore:
     def _make_dirs(self) -> None:
         created = not self.root.is_dir()
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for d in (self.incoming_dir, self.queue_dir, self.corrupt_dir):
+        for d in (self.incoming_dir, self.queue_dir, self.corrupt_dir, self.lease_dir):
             try:
                 os.mkdir(d, 0o700)
                 created = True
@@ -177,11 +179,13 @@ class FsQueueStore:
             log.warning("queue.bad_record msg=%s error=%r", queue_id, str(exc))
             return None
 
-    def list_messages(self) -> Iterator[QueuedMessage]:
-        names = sorted(
+    def list_ids(self) -> list[str]:
+        return sorted(
             n[:-4] for n in os.listdir(self.queue_dir) if n.endswith(".msg") and ids.is_valid(n[:-4])
         )
-        for queue_id in names:
+
+    def list_messages(self) -> Iterator[QueuedMessage]:
+        for queue_id in self.list_ids():
             msg = self.get(queue_id)  # None when removed since the listing
             if msg is not None:
                 yield msg
@@ -274,6 +278,11 @@ class FsQueueStore:
         except OSError as exc:  # the message is gone; recovery deletes the leftover
             log.warning("queue.remove_leftover msg=%s error=%r", queue_id, exc)
         return True
+
+    def lease(self, queue_id: str) -> fslease.FsLease | None:
+        if not ids.is_valid(queue_id):
+            return None
+        return fslease.take(self.lease_dir, queue_id, self._msg_path(queue_id))
 
     # -- housekeeping -----------------------------------------------------------------
 

@@ -13,6 +13,7 @@ Owns the decisions about what a crash may have left behind:
   unlinks (the message itself is gone): deleted, counted in `orphans_removed`.
 - any other name in queue/: moved to corrupt/. Nothing in corrupt/ is ever
   deleted or overwritten.
+- lease/: files no live process holds are deleted (`fslease.clean`).
 
 Other processes may be writing into the same spool while this runs (several
 server workers): a file in incoming/ whose flock is held belongs to a live
@@ -27,7 +28,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from . import fsfile, fsutil, ids, records
+from . import fsfile, fslease, fsutil, ids, records
 from .api import QueuedMessage, RecordError, RecoveryReport
 
 if TYPE_CHECKING:
@@ -145,6 +146,7 @@ class _Recovery:
 
 def recover(store: FsQueueStore) -> RecoveryReport:
     r = _Recovery(store)
+    fslease.clean(store.lease_dir)  # leases of dead runners (live ones stay locked)
     r.incoming()
     r.queue()
     # Make the removals and moves durable before the server starts taking mail.

@@ -81,6 +81,19 @@ class MemoryMessageWriter:
             self._done = True
 
 
+class MemoryLease:
+    def __init__(self, store: MemoryQueueStore, queue_id: str) -> None:
+        self._store = store
+        self._id = queue_id
+
+    @property
+    def queue_id(self) -> str:
+        return self._id
+
+    def release(self) -> None:
+        self._store._leased.discard(self._id)
+
+
 class MemoryQueueStore:
     """`QueueStore` kept in a dict. `capacity`: stored bytes allowed (None: no limit)."""
 
@@ -91,6 +104,7 @@ class MemoryQueueStore:
         self._clock = clock
         self._messages: dict[str, tuple[QueuedMessage, bytes]] = {}
         self._used = 0
+        self._leased: set[str] = set()
 
     def _has_room(self, needed: int) -> bool:
         return self.capacity is None or self._used + needed <= self.capacity
@@ -101,6 +115,9 @@ class MemoryQueueStore:
 
     async def recover(self) -> RecoveryReport:
         return RecoveryReport(messages=len(self._messages))
+
+    def list_ids(self) -> list[str]:
+        return sorted(self._messages)
 
     def list_messages(self) -> Iterator[QueuedMessage]:
         for queue_id in sorted(self._messages):
@@ -134,6 +151,12 @@ class MemoryQueueStore:
             return False
         self._used -= len(entry[1])
         return True
+
+    def lease(self, queue_id: str) -> MemoryLease | None:
+        if queue_id in self._leased or queue_id not in self._messages:
+            return None
+        self._leased.add(queue_id)
+        return MemoryLease(self, queue_id)
 
     def free_space_ok(self, needed: int) -> bool:
         if self.capacity is None:

@@ -16,6 +16,9 @@ Record format, version 1 (ASCII: JSON escapes everything else)::
     end 2
 
 The first line names the version; a reader refuses versions it does not know.
+Optional recipient keys are written only when they differ from the default
+(`"notified": ["delay"]`), so older readers, which ignore unknown keys, still
+read newer records, and newer readers read older ones.
 The last line, `end <number of recipient lines>`, is written last, so a record
 cut short by a crash (or anything else) never parses.
 """
@@ -62,6 +65,7 @@ class RecipientState:
     attempts: int = 0
     next_attempt: float = 0.0  # epoch seconds; due when <= now (0: never tried, due)
     last_reply: str = ""       # the last reply or error text, for DSNs and the CLI
+    delay_notified: bool = False  # a delay DSN went out for it (RFC 3464 "delayed"): once only
 
     @property
     def address(self) -> str:
@@ -166,12 +170,15 @@ def format_record(msg: QueuedMessage) -> bytes:
     lines = [f"{MAGIC} {VERSION}", _dump(head)]
     for st in msg.recipients:
         r = st.recipient
-        lines.append(_dump({
+        line: dict[str, Any] = {
             "rcpt": r.address,
             "notify": None if r.notify is None else sorted(r.notify),
             "orcpt": r.orcpt, "status": st.status.value, "attempts": st.attempts,
             "next_attempt": st.next_attempt, "last_reply": st.last_reply,
-        }))
+        }
+        if st.delay_notified:
+            line["notified"] = ["delay"]
+        lines.append(_dump(line))
     lines.append(f"{_END} {len(msg.recipients)}")
     return ("\n".join(lines) + "\n").encode("ascii")
 
@@ -274,7 +281,10 @@ def _parse_rcpt(line: str, where: str) -> RecipientState:
         status = RecipientStatus(f.text("status"))
     except ValueError:
         raise RecordError(f"{_where_key(where, 'status')}: unknown {f.obj['status']!r}") from None
+    notified = f.obj.get("notified", [])  # optional key: absent in older records
+    if not isinstance(notified, list) or not all(isinstance(w, str) for w in notified):
+        raise RecordError(f"{_where_key(where, 'notified')}: not a list of words")
     return RecipientState(
         Recipient(f.text("rcpt"), notify, f.opt_text("orcpt")), status, f.count("attempts"),
-        f.number("next_attempt"), f.text("last_reply"),
+        f.number("next_attempt"), f.text("last_reply"), "delay" in notified,
     )

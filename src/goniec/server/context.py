@@ -1,21 +1,30 @@
 """What every session of one server process shares: settings, stores, counters.
 
-Owns the per-process `ServerContext` built by app.py. Holds no protocol rules.
+Owns the per-process `ServerContext` built by app.py and `Settings`, the part
+a reload replaces as one object (policy rules, per-listener protocol options,
+greeting, timeouts, the reverse-DNS resolver). A session takes `ctx.settings`
+when it connects and again at each new MAIL, so a reload reaches running
+sessions at their next transaction and never changes rules in the middle of
+one. Holds no protocol rules.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from goniec.policy.relay import RelayRules
+from goniec.policy.rules import Rules
 from goniec.protocol import ServerOptions
 from goniec.server.limits import SharedConnectionCounter
+from goniec.server.rates import SharedRates
 
 if TYPE_CHECKING:
     from goniec.queue.api import QueueStore
+    from goniec.server.rdns import ReverseResolver
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,16 +44,28 @@ class Timeouts:
     tls_handshake: float = 30.0
 
 
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a reload may change, swapped as a whole."""
+
+    rules: Rules
+    options: Mapping[str, ServerOptions]  # by listener name
+    greeting: str = ""
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    resolver: ReverseResolver | None = None  # only when the rules need reverse DNS
+    generation: int = 0  # 0 at start, +1 per successful reload
+
+
 @dataclass(slots=True)
 class ServerContext:
     hostname: str
-    greeting: str
     queue: QueueStore
     users: Any  # goniec.admin.users.UserStore | None; verify() runs in a thread
-    relay: RelayRules
     tls_context: ssl.SSLContext | None
     counter: SharedConnectionCounter
-    timeouts: Timeouts = field(default_factory=Timeouts)
+    settings: Settings
+    rates: SharedRates = field(default_factory=SharedRates)
+    clock: Callable[[], float] = time.monotonic  # rates and lockouts; system-wide
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("goniec.server"))
     sessions: set[Any] = field(default_factory=set)  # live Session objects
     tasks: set[Any] = field(default_factory=set)  # their asyncio tasks

@@ -49,6 +49,6 @@ async def serve_listener(
         lambda: ClientStream(on_connect),
         sock=sock,
         ssl=ctx.tls_context if implicit else None,
-        ssl_handshake_timeout=ctx.timeouts.tls_handshake if implicit else None,
+        ssl_handshake_timeout=ctx.settings.timeouts.tls_handshake if implicit else None,
         backlog=1024,
     )

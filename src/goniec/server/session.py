@@ -1,9 +1,11 @@
 """One SMTP session: the thin shell between a client socket and the protocol core.
 
-Owns the read/decide/write loop: feeds bytes to `ServerConnection`, answers its
-decision events with policy functions, streams the body into the queue, and
-drives timeouts and STARTTLS. It holds no protocol rules (those live in
-goniec.protocol) and no relay rules (goniec.policy).
+Owns the read/decide/write loop: feeds bytes to `ServerConnection`, hands its
+decision events before the body to `decide` (which asks goniec.policy),
+streams the body into the queue while counting its size and Received:
+headers, answers the final dot, and drives timeouts and STARTTLS. It holds
+no protocol rules (those live in goniec.protocol) and no access or relay
+rules (goniec.policy).
 """
 
 from __future__ import annotations
@@ -19,20 +21,20 @@ from typing import TYPE_CHECKING, Any
 from goniec.errors import Reply, SMTPError
 from goniec.model import Envelope, MailParams, Recipient, SessionInfo
 from goniec.obs.log import log_event
-from goniec.policy.relay import check_recipient
-from goniec.policy.session import MailFacts, check_mail_from
+from goniec.policy.addresses import IPAddress, plain_ip
+from goniec.policy.hops import ReceivedCounter
+from goniec.policy.login import client_key
+from goniec.policy.rules import UNCHECKED, ReverseDns
+from goniec.policy.transaction import check_data_end
 from goniec.protocol import ServerConnection, events
 from goniec.replies import (
-    R235_AUTH_OK,
     R250_QUEUED,
     R421_SHUTTING_DOWN,
     R421_TIMEOUT,
-    R421_TOO_MANY_CONNECTIONS,
     R451_LOCAL_ERROR,
-    R454_TEMP_AUTH_FAILURE,
-    R535_AUTH_FAILED,
     with_hostname,
 )
+from goniec.server import decide
 from goniec.server import tls as tlsmod
 from goniec.server.received import received_header
 from goniec.server.stream import ClientStream, Interrupted
@@ -44,6 +46,13 @@ if TYPE_CHECKING:
 
 def new_session_id() -> str:
     return secrets.token_hex(5)
+
+
+def _ip(text: str) -> IPAddress:
+    try:
+        return plain_ip(ipaddress.ip_address(text.split("%")[0]))
+    except ValueError:
+        return ipaddress.ip_address("::")
 
 
 class Session:
@@ -61,19 +70,33 @@ class Session:
             local_port=int(sock[1]),
             listener=spec.name,
         )
-        try:
-            self.peer_addr = ipaddress.ip_address(self.info.peer_ip.split("%")[0])
-        except ValueError:
-            self.peer_addr = ipaddress.ip_address("::")
+        self.peer_addr = _ip(self.info.peer_ip)
+        self.server_addr = _ip(self.info.local_ip)
+        self.settings = ctx.settings
+        self.rate_key = client_key(self.peer_addr, self.settings.rules.rates.ipv6_prefix)
+        self.reverse: ReverseDns = UNCHECKED
         implicit = spec.tls == "implicit"
         if implicit:
             self._record_tls()
-        self.conn = ServerConnection(spec.options, tls_active=implicit)
+        # Protocol options (SIZE, AUTH offer) hold for the whole connection: EHLO
+        # has advertised them; a reload reaches the next connection.
+        options = self.settings.options.get(spec.name, spec.options)
+        self.conn = ServerConnection(options, tls_active=implicit)
         self.counted = False
         self._reset()
         self.log = ctx.log
-        self.messages = 0
+        self.messages = 0  # accepted in this session
+        self.session_bytes = 0  # their body sizes
         ctx.sessions.add(self)
+
+    def refresh_settings(self) -> bool:
+        """Take the newest settings (after a reload); True when they changed."""
+        current = self.ctx.settings
+        if current is self.settings:
+            return False
+        self.settings = current
+        self.rate_key = client_key(self.peer_addr, current.rules.rates.ipv6_prefix)
+        return True
 
     def _reset(self) -> None:
         self.sender: str | None = None
@@ -81,25 +104,27 @@ class Session:
         self.recipients: list[Recipient] = []
         self.writer: MessageWriter | None = None
         self.store_failed: Reply | None = None
+        self.body_bytes = 0
+        self.hops: ReceivedCounter | None = None
 
     def _record_tls(self) -> None:
         version, cipher = tlsmod.describe(self.stream.extra("ssl_object"))
         self.info.tls_version, self.info.tls_cipher = version, cipher
 
-    def _event(self, name: str, level: int = logging.INFO, **kv: object) -> None:
-        log_event(self.log, name, level=level, session=self.info.session_id, **kv)
+    def event(self, event: str, /, level: int = logging.INFO, **kv: object) -> None:
+        log_event(self.log, event, level=level, session=self.info.session_id, **kv)
 
     # -- main loop ----------------------------------------------------------------
     async def run(self) -> None:
         ctx = self.ctx
-        self._event("connect", client=self.info.peer_ip, port=self.info.peer_port,
+        self.event("connect", client=self.info.peer_ip, port=self.info.peer_port,
                     listener=self.spec.name, tls=self.info.tls_version or "no")
         try:
             await self._loop()
         except (ConnectionError, OSError) as exc:
-            self._event("disconnect", reason=f"connection error: {exc}")
+            self.event("disconnect", reason=f"connection error: {exc}")
         except asyncio.CancelledError:
-            self._event("disconnect", reason="server stopping")
+            self.event("disconnect", reason="server stopping")
             raise
         except Exception:
             self.log.exception("session=%s unexpected error", self.info.session_id)
@@ -119,14 +144,13 @@ class Session:
                 out = conn.data_to_send()
                 if out:
                     await stream.write(out)
-                timeout = (
-                    self.ctx.timeouts.data_block if conn.in_data else self.ctx.timeouts.command
-                )
+                timeouts = self.settings.timeouts
+                timeout = timeouts.data_block if conn.in_data else timeouts.command
                 try:
                     async with asyncio.timeout(timeout):
                         data = await stream.read()
                 except TimeoutError:
-                    self._event("timeout", after=timeout)
+                    self.event("timeout", after=timeout)
                     conn.close(with_hostname(R421_TIMEOUT, self.ctx.hostname))
                     continue
                 except Interrupted:
@@ -144,80 +168,25 @@ class Session:
         if not self.conn.in_data:
             self.stream.interrupt()
 
-    # -- decisions ----------------------------------------------------------------
-    async def _on_connected(self, ev: events.Connected) -> bool:
-        if not self.ctx.counter.try_open(self.info.peer_ip):
-            self._event("reject", reason="too many connections", client=self.info.peer_ip)
-            self.conn.respond(with_hostname(R421_TOO_MANY_CONNECTIONS, self.ctx.hostname))
-            return False
-        self.counted = True
-        text = f"{self.ctx.hostname} ESMTP"
-        if self.ctx.greeting:
-            text += f" {self.ctx.greeting}"
-        self.conn.respond(Reply(220, None, text))
-        return False
-
-    async def _on_helo(self, ev: events.Helo) -> bool:
-        self.info.helo = ev.name
-        self.info.esmtp = ev.extended
-        self.conn.respond(Reply(250, "2.0.0", f"{self.ctx.hostname}" + (
-            "" if ev.extended else " Hello")))
-        return False
-
-    async def _on_auth(self, ev: events.AuthCredentials) -> bool:
-        users = self.ctx.users
-        ok = False
-        if users is not None and ev.authzid in ("", ev.username):
-            try:
-                loop = asyncio.get_running_loop()
-                ok = await loop.run_in_executor(
-                    None, users.verify, ev.username, ev.password)
-            except Exception as exc:  # a broken users file is a temporary failure
-                self._event("auth", level=logging.WARNING, user=ev.username, result="error",
-                            error=str(exc))
-                self.conn.respond(R454_TEMP_AUTH_FAILURE)
-                return False
-        if ok:
-            self.info.auth_user = ev.username
-            self._event("auth", user=ev.username, mechanism=ev.mechanism, result="ok")
-            self.conn.respond(R235_AUTH_OK)
-        else:
-            self._event("auth", level=logging.WARNING, user=ev.username,
-                        mechanism=ev.mechanism, result="failed", client=self.info.peer_ip)
-            self.conn.respond(R535_AUTH_FAILED)
-        return False
-
-    async def _on_mail(self, ev: events.MailFrom) -> bool:
-        queue = self.ctx.queue
-        reply = check_mail_from(MailFacts(
-            auth_required=self.spec.auth == "required",
-            auth_user=self.info.auth_user,
-            storage_ok=queue.free_space_ok(ev.params.size or 0),
-        ))
-        if reply.is_positive:
-            self.sender, self.params = ev.sender, ev.params
-            self._event("mail", level=logging.DEBUG, sender=ev.sender, size=ev.params.size)
-        else:
-            self._event("reject", stage="mail", sender=ev.sender, reply=str(reply))
-        self.conn.respond(reply)
-        return False
-
-    async def _on_rcpt(self, ev: events.RcptTo) -> bool:
-        rcpt = ev.recipient
-        reply = check_recipient(self.ctx.relay, peer_ip=self.peer_addr,
-                                auth_user=self.info.auth_user, recipient=rcpt.address)
-        if reply.is_positive:
-            self.recipients.append(rcpt)
-            self._event("rcpt", level=logging.DEBUG, rcpt=rcpt.address)
-        else:
-            self._event("reject", stage="rcpt", sender=self.sender, rcpt=rcpt.address,
-                        client=self.info.peer_ip, reply=str(reply))
-        self.conn.respond(reply)
-        return False
-
+    # -- the body -------------------------------------------------------------------
     async def _on_chunk(self, ev: events.DataChunk) -> bool:
         if self.store_failed is not None:
             return False  # the rest of a body that can no longer be stored
+        rules = self.settings.rules
+        data = ev.data
+        self.body_bytes += len(data)
+        hops = self.hops
+        if hops is None:
+            hops = self.hops = ReceivedCounter(stop_after=rules.limits.hop_count)
+        if not hops.done:
+            hops.feed(data)
+        verdict = check_data_end(rules, received_headers=hops.count,
+                                 message_bytes=self.body_bytes, session_bytes=self.session_bytes)
+        if verdict is not None:
+            # Too many hops or past the session size: stop storing now, answer at the dot.
+            self.store_failed = verdict
+            await self._abort_message()
+            return False
         try:
             writer = self.writer
             if writer is None:
@@ -226,7 +195,7 @@ class Session:
                     self.info, hostname=self.ctx.hostname, queue_id=writer.queue_id,
                     recipients=[r.address for r in self.recipients],
                     when=datetime.datetime.now().astimezone()))
-            await writer.write(ev.data)
+            await writer.write(data)
         except Exception as exc:
             # Disk full or any other storage failure: keep reading the body so the
             # session stays in step, and answer the final dot with 4xx.
@@ -240,7 +209,8 @@ class Session:
         if self.writer is None and self.store_failed is None:
             await self._on_chunk(events.DataChunk(b""))  # an empty BDAT LAST body
         if self.store_failed is not None:
-            self._event("reject", stage="data", reply=str(self.store_failed))
+            self.event("reject", stage="data", client=self.info.peer_ip,
+                       reply=str(self.store_failed))
             self.conn.respond(self.store_failed)
             self._reset()
             return False
@@ -250,7 +220,7 @@ class Session:
         try:
             qid = await writer.commit(envelope, self.info)
         except SMTPError as exc:
-            self._event("reject", stage="data", reply=str(exc.reply), msg=writer.queue_id)
+            self.event("reject", stage="data", reply=str(exc.reply), msg=writer.queue_id)
             await self._abort_message()
             self.conn.respond(exc.reply)
             self._reset()
@@ -261,11 +231,12 @@ class Session:
                                writer.queue_id)
             await self._abort_message()
             self.conn.respond(R451_LOCAL_ERROR)
-            self._event("reject", stage="data", reply=str(R451_LOCAL_ERROR), error=str(exc))
+            self.event("reject", stage="data", reply=str(R451_LOCAL_ERROR), error=str(exc))
             self._reset()
             return False
         self.messages += 1
-        self._event("queued", msg=qid, sender=self.sender, nrcpt=len(self.recipients),
+        self.session_bytes += self.body_bytes
+        self.event("queued", msg=qid, sender=self.sender, nrcpt=len(self.recipients),
                     client=self.info.peer_ip)
         self.conn.respond(R250_QUEUED.with_text(f"Ok: queued as {qid}"))
         self._reset()
@@ -273,7 +244,7 @@ class Session:
 
     # -- information ----------------------------------------------------------------
     async def _on_rejected(self, ev: events.MessageRejected) -> bool:
-        self._event("reject", stage="data", reply=str(ev.reply), client=self.info.peer_ip)
+        self.event("reject", stage="data", reply=str(ev.reply), client=self.info.peer_ip)
         await self._abort_message()
         self._reset()
         return False
@@ -289,26 +260,26 @@ class Session:
         if ctx_tls is None:  # the core only offers STARTTLS when a context exists
             return True
         try:
-            await self.stream.start_tls(ctx_tls, self.ctx.timeouts.tls_handshake)
+            await self.stream.start_tls(ctx_tls, self.settings.timeouts.tls_handshake)
         except (ConnectionError, OSError, TimeoutError) as exc:
-            self._event("tls", result="failed", error=str(exc) or type(exc).__name__)
+            self.event("tls", result="failed", error=str(exc) or type(exc).__name__)
             return True
         self._record_tls()
         # RFC 3207 4.2: forget everything learned before TLS, including the HELO.
         self.info.helo, self.info.esmtp, self.info.auth_user = None, False, None
         self.conn.tls_started()
-        self._event("tls", result="ok", version=self.info.tls_version, cipher=self.info.tls_cipher)
+        self.event("tls", result="ok", version=self.info.tls_version, cipher=self.info.tls_cipher)
         return False
 
     async def _on_bad(self, ev: events.BadCommand) -> bool:
-        self._event("bad_command", level=logging.INFO, line=ev.line[:80], reply=str(ev.reply))
+        self.event("bad_command", level=logging.INFO, line=ev.line[:80], reply=str(ev.reply))
         return False
 
     async def _on_closing(self, ev: events.Closing) -> bool:
         out = self.conn.data_to_send()
         if out:
             await self.stream.write(out)
-        self._event("disconnect", reason=ev.reason, messages=self.messages)
+        self.event("disconnect", reason=ev.reason, messages=self.messages)
         return True
 
     # -- helpers --------------------------------------------------------------------
@@ -323,11 +294,11 @@ class Session:
 
 # Event type -> the Session method that handles it; every event type has one.
 _HANDLERS: dict[type, Callable[[Session, Any], Awaitable[bool]]] = {
-    events.Connected: Session._on_connected,
-    events.Helo: Session._on_helo,
-    events.AuthCredentials: Session._on_auth,
-    events.MailFrom: Session._on_mail,
-    events.RcptTo: Session._on_rcpt,
+    events.Connected: decide.on_connected,
+    events.Helo: decide.on_helo,
+    events.AuthCredentials: decide.on_auth,
+    events.MailFrom: decide.on_mail,
+    events.RcptTo: decide.on_rcpt,
     events.DataChunk: Session._on_chunk,
     events.DataEnd: Session._on_data_end,
     events.MessageRejected: Session._on_rejected,

@@ -6,6 +6,7 @@ Owns writing a temporary TOML config, starting `goniec serve` with it, waiting
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -122,9 +123,20 @@ class ServerProcess:
 
     def kill(self) -> None:
         """SIGKILL the whole process group: the server and every worker."""
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        self.proc.wait(10)
+        # Workers die with the group but may finish a system call (an fsync) first:
+        # wait until none is left, so a restart never races a dying worker.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.02)
 
 
 def make_server(workdir: Path, *, listeners: list[dict[str, Any]] | None = None,

@@ -1,0 +1,187 @@
+"""The queue runner: which message to deliver when (layer 4 shell).
+
+Owns the in-memory schedule of one runner: every queued message's next due
+time, learnt by scanning the store's ids (`QueueStore.list_ids`, cheap) and
+reading each new message's record once, then kept up to date from what the
+`MessageWorker` returns. Due messages are delivered concurrently (at most
+`parallel` at once), each under its delivery lease (`QueueStore.lease`), so
+several runners (one per server worker process, or other nodes sharing a SQL
+queue) never deliver one message at the same time. The schedule is only a
+hint: the worker reads the record again under the lease.
+
+Crash safety lives in the queue: nothing here is durable. After a crash a
+fresh runner rebuilds its schedule from the spool; a message whose attempt was
+cut short is delivered again (at worst a duplicate, never a loss).
+
+`clock` gives the time the schedule compares against (tests inject one and
+call `run_once()` after moving it); sleeping uses the event loop. Nothing is
+raised out of `run()`: a failing message is logged and retried `error_delay`
+seconds later (DESIGN 1.5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections.abc import Callable
+
+from goniec.delivery.worker import MessageWorker
+from goniec.queue.api import QueuedMessage, QueueStore
+
+log = logging.getLogger("goniec.delivery")
+
+
+class Runner:
+    def __init__(self, store: QueueStore, worker: MessageWorker, *,
+                 clock: Callable[[], float] = time.time, scan_interval: float = 1.0,
+                 parallel: int = 200, busy_delay: float = 5.0, error_delay: float = 60.0) -> None:
+        self.store = store
+        self.worker = worker
+        self.clock = clock
+        self.scan_interval = scan_interval
+        self.parallel = parallel
+        self.busy_delay = busy_delay  # another runner holds the lease: look again then
+        self.error_delay = error_delay
+        self._due: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._rescan = False
+        self.delivered_passes = 0  # finished attempts, for tests and benchmarks
+
+    # -- schedule --------------------------------------------------------------------
+
+    def _set(self, queue_id: str, due: float | None) -> None:
+        if due is None:
+            self._due.pop(queue_id, None)
+            return
+        self._due[queue_id] = due
+        heapq.heappush(self._heap, (due, queue_id))
+
+    def wake(self) -> None:
+        """Look at the spool now (a message was just queued in this process)."""
+        self._rescan = True
+        self._wake.set()
+
+    @property
+    def scheduled(self) -> int:
+        return len(self._due)
+
+    async def scan(self) -> int:
+        """Learn new messages and forget removed ones; the number of new ones."""
+        ids = await asyncio.to_thread(self.store.list_ids)
+        present = set(ids)
+        for gone in [q for q in self._due if q not in present and q not in self._active]:
+            del self._due[gone]
+        new = [q for q in ids if q not in self._due and q not in self._active]
+        if new:
+            loaded = await asyncio.to_thread(self._load, new)
+            for queue_id, due in loaded:
+                self._set(queue_id, due)
+        return len(new)
+
+    def _load(self, ids: list[str]) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        for queue_id in ids:
+            msg = self.store.get(queue_id)
+            if msg is not None:
+                out.append((queue_id, _due(msg)))
+        return out
+
+    def _pop_due(self, now: float) -> list[str]:
+        out: list[str] = []
+        while self._heap and self._heap[0][0] <= now and len(self._active) + len(out) < \
+                self.parallel:
+            due, queue_id = heapq.heappop(self._heap)
+            if self._due.get(queue_id) != due or queue_id in self._active or queue_id in out:
+                continue  # a stale heap entry
+            out.append(queue_id)
+        return out
+
+    def next_wakeup(self) -> float | None:
+        while self._heap and self._due.get(self._heap[0][1]) != self._heap[0][0]:
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else None
+
+    # -- delivery --------------------------------------------------------------------
+
+    def _start(self, queue_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._attempt(queue_id))
+        self._active[queue_id] = task
+        task.add_done_callback(lambda _t: self._done(queue_id))
+
+    def _done(self, queue_id: str) -> None:
+        self._active.pop(queue_id, None)
+        self._wake.set()
+
+    async def _attempt(self, queue_id: str) -> None:
+        lease = self.store.lease(queue_id)
+        if lease is None:
+            if self.store.get(queue_id) is None:
+                self._set(queue_id, None)
+            else:
+                self._set(queue_id, self.clock() + self.busy_delay)
+            return
+        try:
+            msg = self.store.get(queue_id)
+            due = None if msg is None else await self.worker.process(msg)
+            self._set(queue_id, due)
+            self.delivered_passes += 1
+        except Exception:
+            log.exception("runner.attempt_failed msg=%s retry_in=%s", queue_id, self.error_delay)
+            self._set(queue_id, self.clock() + self.error_delay)
+        finally:
+            lease.release()
+
+    async def run_once(self) -> int:
+        """Scan, then deliver every message due now (by `clock`) and wait; how many ran."""
+        await self.scan()
+        count = 0
+        while True:
+            batch = self._pop_due(self.clock())
+            if not batch:
+                if not self._active:
+                    return count
+                await asyncio.wait(set(self._active.values()))
+                continue
+            for queue_id in batch:
+                self._start(queue_id)
+            count += len(batch)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until `stop` is set; then wait for the attempts under way."""
+        next_scan = 0.0
+        while not stop.is_set():
+            mono = time.monotonic()
+            if mono >= next_scan:
+                try:
+                    await self.scan()
+                except OSError as exc:
+                    log.error("runner.scan_failed error=%r", exc)
+                next_scan = mono + self.scan_interval
+            for queue_id in self._pop_due(self.clock()):
+                self._start(queue_id)
+            wakeup = self.next_wakeup()
+            delay = next_scan - time.monotonic()
+            if wakeup is not None and len(self._active) < self.parallel:
+                delay = min(delay, wakeup - self.clock())
+            self._wake.clear()
+            if delay > 0:
+                waiters = [asyncio.ensure_future(self._wake.wait()),
+                           asyncio.ensure_future(stop.wait())]
+                await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+                for w in waiters:
+                    w.cancel()
+            if self._rescan:
+                self._rescan = False
+                next_scan = 0.0
+        if self._active:
+            await asyncio.wait(set(self._active.values()))
+
+
+def _due(msg: QueuedMessage) -> float:
+    """When to look at `msg`; at once when it is done (only the remove is missing)."""
+    due = [s.next_attempt for s in msg.recipients if not s.status.is_final]
+    return min(due) if due else 0.0

@@ -1,0 +1,157 @@
+"""The delivery side of one server process, built from config (layer 4 shell).
+
+Owns `DeliveryService` (the queue runner, the Pickup folder scanner and the
+outbound transport of one process, started and stopped together) and
+`build_service()`, which makes them from the `[delivery]` section, the
+domains and recipient tables of `goniec.policy`, a queue store and a
+`Resolver`. It reads the smart host's and the routes' password files (the
+only I/O while building). It names no concrete backend: the caller (app.py)
+passes the store and the resolver (DESIGN 2).
+
+Raises `ValueError` for settings that cannot work (a password file that
+cannot be read names its path); nothing after start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from goniec.config.delivery import DeliverySection
+from goniec.delivery.badmail import Badmail
+from goniec.delivery.destination import PasswordLogin, parse_smart_host
+from goniec.delivery.local import LocalDelivery
+from goniec.delivery.pickup import PickupFolder
+from goniec.delivery.pool import ConnectionPool
+from goniec.delivery.resolver import Resolver
+from goniec.delivery.router import DomainRoute, RoutingTable, tls_route
+from goniec.delivery.runner import Runner
+from goniec.delivery.schedule import Timing
+from goniec.delivery.session import ClientTimeouts
+from goniec.delivery.smtp_client import ClientPolicy
+from goniec.delivery.transport import SmtpTransport, Transport
+from goniec.delivery.worker import MessageWorker, WorkerSettings
+from goniec.policy.domains import Domains, RemoteDomain
+from goniec.policy.recipients import Directory, Resolution, resolve
+from goniec.queue.api import QueueStore
+
+log = logging.getLogger("goniec.delivery")
+
+
+def _password(path: Path | str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"cannot read password file {path}: {exc.strerror or exc}") from None
+
+
+def _domain_route(entry: RemoteDomain) -> DomainRoute:
+    login = (PasswordLogin(entry.username, _password(entry.password_file))
+             if entry.username else None)
+    hop = parse_smart_host(entry.smart_host) if entry.smart_host else None
+    return DomainRoute(hop, entry.port, tls_route(entry.tls, esmtp=not entry.use_helo,
+                                                  login=login))
+
+
+def routing_table(d: DeliverySection, domains: Domains) -> RoutingTable:
+    """The router's facts: remote-domain routes with their logins loaded."""
+    routes = {e.name: _domain_route(e)
+              for e in (*domains.remote.values(), *domains.remote_wildcards.values())}
+    login = None
+    if d.smart_host_username and d.smart_host_password_file is not None:
+        login = PasswordLogin(d.smart_host_username, _password(d.smart_host_password_file))
+    return RoutingTable(
+        domains=domains, routes=routes,
+        smart_host=parse_smart_host(d.smart_host) if d.smart_host else None,
+        smart_host_route=tls_route(d.smart_host_tls, login=login),
+        direct_first=d.direct_first, mx_route=tls_route(d.mx_tls), port=d.port)
+
+
+def client_policy(d: DeliverySection, hostname: str) -> ClientPolicy:
+    # command_timeout caps every wait for a reply; the end of data may take twice as
+    # long (RFC 5321 4.5.3.2.6 suggests 10 minutes there, 5 for the others).
+    base, t = ClientTimeouts(), d.command_timeout
+    caps = {f.name: min(getattr(base, f.name), t) for f in dataclasses.fields(base)
+            if f.name not in ("connect", "data_done")}
+    timeouts = ClientTimeouts(connect=d.connect_timeout, data_done=min(base.data_done, 2 * t),
+                              **caps)
+    return ClientPolicy(helo_name=d.helo_name or hostname, port=d.port, timeouts=timeouts,
+                        masquerade_domain=d.masquerade_domain or None)
+
+
+@dataclass
+class DeliveryService:
+    runner: Runner
+    transport: Transport
+    pickup: PickupFolder | None = None
+    pickup_interval: float = 1.0
+
+    def wake(self) -> None:
+        self.runner.wake()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver (and scan the Pickup folder) until `stop` is set, then close connections."""
+        tasks = [asyncio.ensure_future(self.runner.run(stop))]
+        if self.pickup is not None:
+            tasks.append(asyncio.ensure_future(self.pickup.run(stop, self.pickup_interval)))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            with contextlib.suppress(Exception):
+                await self.transport.close()
+
+
+def build_service(delivery: DeliverySection, *, store: QueueStore, resolver: Resolver,
+                  hostname: str, data_dir: Path,
+                  directory: Directory | Callable[[], Directory],
+                  transport: Transport | None = None, workers: int = 1,
+                  clock: Callable[[], float] = time.time) -> DeliveryService:
+    """Everything one process needs to deliver. With `workers` processes each running a
+    service, each gets its share of the connection limits (leases keep them apart).
+
+    `directory` may be a callable giving the current one (after a reload): aliases
+    and forwards then follow it; the routing table is built once, from the first."""
+    d = delivery
+    paths = d.paths(data_dir)
+    if transport is None:
+        share = max(1, workers)
+        pool = ConnectionPool(max_connections=max(1, d.connections // share),
+                              max_per_destination=max(1, d.connections_per_destination // share),
+                              max_messages_per_connection=d.messages_per_connection,
+                              idle_timeout=d.idle_timeout)
+        transport = SmtpTransport(resolver, pool, client_policy(d, hostname))
+    badmail = Badmail(paths.badmail_dir, max_size=d.badmail.max_size, max_age=d.badmail.max_age,
+                      clock=clock)
+    local = LocalDelivery(d.local.mode, maildir_root=paths.maildir_root,
+                          drop_dir=paths.drop_dir, hostname=hostname,
+                          delivered_to=d.local.delivered_to)
+    current = directory if callable(directory) else (lambda: directory)
+    first = current()
+
+    def resolve_fn(address: str) -> Resolution | None:
+        return resolve(current(), address)
+
+    settings = WorkerSettings(
+        hostname=hostname,
+        remote=Timing(d.retry, d.delay_notice, d.expire),
+        local=Timing(d.local_retry, d.local_delay_notice, d.local_expire),
+        delay_without_notify=d.delay_notice_without_notify, ndr_copy_to=d.ndr_copy_to)
+    worker = MessageWorker(store, table=routing_table(d, first.domains), transport=transport,
+                           local=local, resolve=resolve_fn, badmail=badmail, settings=settings,
+                           clock=clock)
+    runner = Runner(store, worker, clock=clock, scan_interval=d.scan_interval,
+                    parallel=d.parallel)
+    pickup = None
+    if paths.pickup_dir is not None:
+        pickup = PickupFolder(paths.pickup_dir, store, badmail, hostname=hostname,
+                              dot_stuffed=d.pickup.dot_stuffed, on_queued=runner.wake,
+                              clock=clock)
+    return DeliveryService(runner, transport, pickup, d.pickup.scan_interval)
