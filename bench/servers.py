@@ -282,6 +282,9 @@ local = ["bench.test"]
 [relay]
 networks = ["127.0.0.0/8", "::1"]
 
+[delivery]
+enabled = false   # measure acceptance only: Postfix's queue is on hold too
+
 [limits]
 message_size = "200MB"
 connections = 5000

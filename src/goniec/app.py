@@ -109,7 +109,7 @@ def restart_needed(old: Config, new: Config) -> list[str]:
     """Keys that differ between `old` and `new` but only take effect after a restart."""
     out = [f"server.{k}" for k in ("hostname", "data_dir", "workers", "log_file")
            if getattr(old.server, k) != getattr(new.server, k)]
-    out += [name for name in ("listeners", "tls", "queue")
+    out += [name for name in ("listeners", "tls", "queue", "delivery")
             if getattr(old, name) != getattr(new, name)]
     if old.auth.users_file != new.auth.users_file:
         out.append("auth.users_file")
@@ -134,6 +134,22 @@ def _make_store(config: Config) -> Any:
     from goniec.queue.fs import FsQueueStore
 
     return FsQueueStore(config.data_path / "spool", min_free_space=config.min_free_space_bytes)
+
+
+def _make_delivery(config: Config, store: Any, ctx: ServerContext) -> Any:
+    """The queue runner of this process; every worker runs one (leases keep them apart)."""
+    from goniec.delivery.dns import MxResolver
+    from goniec.delivery.service import build_service
+
+    own = [config.server.hostname]
+    dns = config.dns
+    resolver = (MxResolver(list(dns.nameservers), port=dns.port, timeout=dns.timeout,
+                           own_names=own)
+                if dns.nameservers else MxResolver.from_system(own_names=own))
+    return build_service(config.delivery, store=store, resolver=resolver,
+                         hostname=config.server.hostname, data_dir=config.data_path,
+                         directory=lambda: ctx.settings.rules.directory,  # follows reloads
+                         workers=config.worker_count)
 
 
 def _make_users(config: Config) -> Any:
@@ -191,9 +207,10 @@ async def _serve(config: Config, source: Path | None, sockets: list[socket.socke
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    store = _make_store(config)
     ctx = ServerContext(
         hostname=config.server.hostname,
-        queue=_make_store(config),
+        queue=store,
         users=_make_users(config),
         tls_context=ssl_ctx,
         counter=counter,
@@ -215,6 +232,10 @@ async def _serve(config: Config, source: Path | None, sockets: list[socket.socke
         await serve_listener(ctx, spec, sock)
         for spec, sock in zip(listener_specs(config), sockets, strict=True)
     ]
+    delivery_task = None
+    if config.delivery.enabled:
+        delivery = _make_delivery(config, store, ctx)
+        delivery_task = loop.create_task(delivery.run(stop))
     await stop.wait()
     for srv in servers:
         srv.close()
@@ -227,6 +248,8 @@ async def _serve(config: Config, source: Path | None, sockets: list[socket.socke
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=2)
+    if delivery_task is not None:
+        await delivery_task
 
 
 def _worker(config: Config, source: Path | None, sockets: list[socket.socket],

@@ -90,4 +90,4 @@ def test_dump_shows_effective_values(tmp_path: Path) -> None:
     assert data["tls"]["min_version"] == "1.3"
     assert data["timeouts"]["command"] == 0.5 and data["timeouts"]["data_block"] == 180
     assert set(data) == {"server", "listeners", "tls", "auth", "limits", "timeouts", "domains",
-                         "relay", "queue", "access", "rates", "peers", "dns"}
+                         "relay", "queue", "access", "rates", "peers", "dns", "delivery"}

@@ -263,6 +263,30 @@ def _table(rows: list[QueueRow]) -> str:
     return "\n".join(out) + f"\n{len(rows)} message(s)"
 
 
+# ------------------------------------------------------------------ sendmail, mailauth
+
+
+@cli.command("sendmail", add_help_option=False, context_settings={
+    "ignore_unknown_options": True, "allow_extra_args": True,
+    "allow_interspersed_args": False})
+@click.pass_context
+def sendmail_cmd(ctx: click.Context) -> None:
+    """sendmail-compatible: queue the message on stdin ([-t] [-f SENDER] [-i] [-C FILE] RCPT...)."""
+    from goniec.cli.sendmail import main as sendmail_main
+
+    sys.exit(sendmail_main(ctx.args))
+
+
+def _register_mailauth() -> None:
+    from goniec.cli.mailauth_cmds import dkim_group, dns_group
+
+    cli.add_command(dkim_group)
+    cli.add_command(dns_group)
+
+
+_register_mailauth()
+
+
 def main() -> None:
     cli(prog_name="goniec")
 

@@ -135,6 +135,9 @@ class DeliveryPaths:
 class DeliverySection(_Section):
     """IIS Delivery tab: retries, delay notice, expiry, smart host, outbound settings."""
 
+    # false: accept and queue only, deliver nothing (a receive-only node, or a
+    # benchmark of acceptance); the queue keeps everything until it is switched on.
+    enabled: StrictBool = True
     # Retries: IIS SmtpRemoteProgressiveRetry "15,30,60,240" minutes; the last repeats.
     retry: Durations = (15 * 60.0, 30 * 60.0, 60 * 60.0, 240 * 60.0)
     local_retry: Durations = (60 * 60.0,)  # IIS LocalRetryInterval 60 min

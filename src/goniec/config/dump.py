@@ -58,7 +58,8 @@ def _value(value: object, field: FieldInfo) -> str:
     if isinstance(value, frozenset):
         return "[" + ", ".join(_string(str(v)) for v in sorted(value)) + "]"
     if isinstance(value, tuple | list):
-        return "[" + ", ".join(_string(str(v)) for v in value) + "]"
+        return "[" + ", ".join(_value(v, _PLAIN) if isinstance(v, int | float)
+                               else _string(str(v)) for v in value) + "]"
     if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
         return _string(str(value))
     if isinstance(value, dict):
@@ -69,10 +70,17 @@ def _value(value: object, field: FieldInfo) -> str:
 
 
 def _table(header: str, model: BaseModel) -> list[str]:
+    """`[header]` with the model's plain keys, then its sub-models as `[header.key]`."""
     lines = [header]
+    nested: list[str] = []
+    base = header.strip("[]")
     for name, field in type(model).model_fields.items():
-        lines.append(f"{name} = {_value(getattr(model, name), field)}")
-    return lines
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            nested += ["", *_table(f"[{base}.{name}]", value)]
+        else:
+            lines.append(f"{name} = {_value(value, field)}")
+    return lines + nested
 
 
 def dump_config(config: Config) -> str:

@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from goniec.config.delivery import DeliverySection
 from goniec.config.sections import (
     AccessSection,
     DnsSection,
@@ -332,6 +333,7 @@ class Config(BaseModel):
     rates: RatesSection = RatesSection()
     peers: PeersSection = PeersSection()
     dns: DnsSection = DnsSection()
+    delivery: DeliverySection = Field(default_factory=dict, validate_default=True)
 
     @field_validator("recipients", "remote_domains", mode="before")
     @classmethod

@@ -157,6 +157,12 @@ def make_server(workdir: Path, *, listeners: list[dict[str, Any]] | None = None,
         "server": {"hostname": "mx.goniec.test", "data_dir": str(workdir / "data"),
                    "log_level": "info"},
         "domains": {"local": ["goniec.test", "localhost"]},
+        # Network rule: a test server never asks a real resolver. A free loopback
+        # port answers nothing, so a lookup fails fast; tests that need DNS start
+        # their own server and override this.
+        "dns": {"nameservers": ["127.0.0.1"], "port": free_port(), "timeout": 2},
+        # Tests look at the spool; those that test delivery switch it on.
+        "delivery": {"enabled": False},
     }
     for name, body in sections.items():
         config.setdefault(name, {}).update(body)
