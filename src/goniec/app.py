@@ -307,7 +307,8 @@ def _run(config: Config, source: Path | None, pidfile: PidFile) -> None:
     _recover(config)
     specs = listener_specs(config)
     sockets = [bind_socket(s.host, s.port) for s in specs]
-    counter = SharedConnectionCounter(config.limits.connections, config.limits.connections_per_ip)
+    counter = SharedConnectionCounter(config.limits.connections, config.limits.connections_per_ip,
+                                      workers=config.worker_count)
     rates = SharedRates()
     for spec, sock in zip(specs, sockets, strict=True):
         name = sock.getsockname()
@@ -337,10 +338,10 @@ class _Supervisor:
         self.counter = counter
         self.rates = rates
         self.ssl_ctx = ssl_ctx
-        self.children: set[int] = set()
+        self.children: dict[int, int] = {}  # pid -> worker index (its share of the counters)
         self.stopping = False
 
-    def _spawn(self) -> int:
+    def _spawn(self, index: int) -> int:
         # The parent's handlers must never run in a child: hold the signals back
         # across fork until the child has put its own in place.
         held = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
@@ -359,6 +360,7 @@ class _Supervisor:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+                self.counter.worker = index
                 _worker(self.config, self.source, self.sockets, self.counter, self.rates,
                         self.ssl_ctx, False)
             except BaseException:  # noqa: BLE001 - a worker must never return into the parent's code
@@ -399,8 +401,8 @@ class _Supervisor:
         signal.signal(signal.SIGHUP, self.on_hup)
         if _take_pending_hup():
             self.on_hup(signal.SIGHUP, None)  # before any worker starts: they get the result
-        for _ in range(workers):
-            self.children.add(self._spawn())
+        for index in range(workers):
+            self.children[self._spawn(index)] = index
         restarts: list[float] = []
         while self.children:
             try:
@@ -411,15 +413,18 @@ class _Supervisor:
                 continue
             if pid not in self.children:
                 continue
-            self.children.discard(pid)
+            index = self.children.pop(pid)
             if self.stopping:
                 continue
             code = os.waitstatus_to_exitcode(status)
-            log_event(log, "worker_exit", level=logging.ERROR, pid=pid, code=code)
+            # Its connections died with it: give their slots back to the limits.
+            released = self.counter.release_worker(index)
+            log_event(log, "worker_exit", level=logging.ERROR, pid=pid, code=code,
+                      connections_released=released)
             now = time.monotonic()
             restarts = [t for t in restarts if now - t < 60] + [now]
             if len(restarts) > 10:
                 log_event(log, "giving_up", level=logging.CRITICAL, reason="workers keep dying")
                 self.on_stop(signal.SIGTERM, None)
                 sys.exit(1)
-            self.children.add(self._spawn())
+            self.children[self._spawn(index)] = index

@@ -53,3 +53,31 @@ def test_limits_hold_across_forked_processes() -> None:
         p.join(30)
     assert got == 50
     assert c.count("198.51.100.1") == 50
+
+
+def _hold(c: SharedConnectionCounter, worker: int, n: int, ready: multiprocessing.Event) -> None:
+    c.worker = worker
+    for _ in range(n):
+        assert c.try_open("203.0.113.5")
+    ready.set()
+    import time
+
+    time.sleep(60)  # killed by the test long before this
+
+
+def test_a_killed_workers_connections_are_released() -> None:
+    c = SharedConnectionCounter(total_limit=0, per_ip_limit=10, workers=2)
+    c.worker = 0
+    assert c.try_open("203.0.113.5")
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    p = ctx.Process(target=_hold, args=(c, 1, 3, ready))
+    p.start()
+    assert ready.wait(30)
+    p.kill()
+    p.join(30)
+    assert c.count("203.0.113.5") == 4 and c.total == 4
+    assert c.release_worker(1) == 3
+    assert c.count("203.0.113.5") == 1 and c.total == 1
+    c.close("203.0.113.5")
+    assert c.total == 0

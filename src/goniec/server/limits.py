@@ -4,7 +4,10 @@ Owns the open-connection count in total and per client address behind the
 `421 4.7.0 Too many connections` replies. Worker processes are forked from one
 parent, so the counters live in shared memory (a small open-addressing table
 of 64-bit address hashes) behind one process-shared lock; the count is exact,
-not an estimate. Only the listener code calls it; it raises nothing.
+not an estimate. Each worker also keeps its own share in shared memory, so
+when a worker dies (even by SIGKILL) the supervisor can take exactly its
+connections off the totals (`release_worker`). Only the listener code and the
+supervisor call it; it raises nothing.
 """
 
 from __future__ import annotations
@@ -26,14 +29,18 @@ def _key(ip: str) -> int:
 
 
 class SharedConnectionCounter:
-    def __init__(self, total_limit: int, per_ip_limit: int) -> None:
+    def __init__(self, total_limit: int, per_ip_limit: int, workers: int = 1) -> None:
         self.total_limit = total_limit
         self.per_ip_limit = per_ip_limit
+        self.worker = 0  # which worker this process is; set after fork
         ctx = multiprocessing.get_context("fork")
         self._lock = ctx.Lock()
         self._total: Any = ctx.RawValue("q", 0)
         self._keys: Any = ctx.RawArray("Q", _SLOTS)
         self._counts: Any = ctx.RawArray("q", _SLOTS)
+        # Per worker, per slot: that worker's open connections (256 KiB a worker).
+        self._workers = max(1, workers)
+        self._mine: Any = ctx.RawArray("i", self._workers * _SLOTS)
 
     @property
     def total(self) -> int:
@@ -74,6 +81,7 @@ class SharedConnectionCounter:
             if self.per_ip_limit and self._counts[s] >= self.per_ip_limit:
                 return False
             self._counts[s] += 1
+            self._mine[self.worker * _SLOTS + s] += 1
             self._total.value += 1
             return True
 
@@ -81,6 +89,22 @@ class SharedConnectionCounter:
         key = _key(ip)
         with self._lock:
             s = self._slot(key)
-            if s >= 0 and self._keys[s] == key and self._counts[s] > 0:
+            mine = self.worker * _SLOTS + s
+            if s >= 0 and self._keys[s] == key and self._mine[mine] > 0:
                 self._counts[s] -= 1
+                self._mine[mine] -= 1
                 self._total.value -= 1
+
+    def release_worker(self, worker: int) -> int:
+        """Forget every connection worker `worker` held (it died); returns how many."""
+        base = worker * _SLOTS
+        released = 0
+        with self._lock:
+            for s in range(_SLOTS):
+                n = self._mine[base + s]
+                if n:
+                    self._counts[s] -= n
+                    self._mine[base + s] = 0
+                    released += n
+            self._total.value -= released
+        return released
