@@ -81,3 +81,27 @@ def test_a_killed_workers_connections_are_released() -> None:
     assert c.count("203.0.113.5") == 1 and c.total == 1
     c.close("203.0.113.5")
     assert c.total == 0
+
+
+def _die_holding_the_lock(c: SharedConnectionCounter, ready: multiprocessing.Event) -> None:
+    c._lock.__enter__()  # noqa: SLF001 - simulate a worker killed mid critical section
+    ready.set()
+    import time
+
+    time.sleep(60)
+
+
+def test_a_worker_killed_inside_the_lock_does_not_wedge_the_others() -> None:
+    c = SharedConnectionCounter(total_limit=0, per_ip_limit=0, workers=2)
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    p = ctx.Process(target=_die_holding_the_lock, args=(c, ready))
+    p.start()
+    assert ready.wait(30)
+    p.kill()
+    p.join(30)
+    out: multiprocessing.Queue = ctx.Queue()
+    q = ctx.Process(target=_worker, args=(c, 3, out))  # another worker still gets through
+    q.start()
+    assert out.get(timeout=10) == 3
+    q.join(30)

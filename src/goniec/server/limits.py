@@ -16,6 +16,8 @@ import hashlib
 import multiprocessing
 from typing import Any
 
+from goniec.server.plock import ProcessLock
+
 _SLOTS = 1 << 16
 # A key is always stored within this many probes of its home slot, so a lookup
 # never scans further; live keys (at most the connection limit) are far fewer
@@ -34,7 +36,7 @@ class SharedConnectionCounter:
         self.per_ip_limit = per_ip_limit
         self.worker = 0  # which worker this process is; set after fork
         ctx = multiprocessing.get_context("fork")
-        self._lock = ctx.Lock()
+        self._lock = ProcessLock()  # released by the kernel if its holder dies
         self._total: Any = ctx.RawValue("q", 0)
         self._keys: Any = ctx.RawArray("Q", _SLOTS)
         self._counts: Any = ctx.RawArray("q", _SLOTS)

@@ -24,6 +24,8 @@ import hashlib
 import multiprocessing
 from typing import Any
 
+from goniec.server.plock import ProcessLock
+
 SLOTS = 1 << 16
 _PROBES = 32
 
@@ -38,7 +40,7 @@ class SharedRates:
         self.window = window
         self._slots = slots
         ctx = multiprocessing.get_context("fork")
-        self._lock = ctx.Lock()
+        self._lock = ProcessLock()  # released by the kernel if its holder dies
         self._keys: Any = ctx.RawArray("Q", slots)
         self._win: Any = ctx.RawArray("q", slots)  # window index that `cur` counts
         self._cur: Any = ctx.RawArray("q", slots)
