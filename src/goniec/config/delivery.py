@@ -154,6 +154,9 @@ class DeliverySection(_Section):
     smart_host_tls: TlsLevel = "verify"  # certificate checked by default for smart hosts
     smart_host_username: StrictStr = ""
     smart_host_password_file: Path | None = None
+    # CA bundle (PEM) that outbound certificate checks trust, for the smart host and
+    # every route with tls = "verify" or "implicit"; "" = the system's trust store.
+    ca_file: Path | None = None
     mx_tls: Literal["none", "opportunistic", "required", "verify"] = "opportunistic"
     port: Port = 25  # IIS "TCP port" for all outbound mail
     helo_name: StrictStr = ""  # default server.hostname (IIS "Fully-qualified domain name")
@@ -171,7 +174,7 @@ class DeliverySection(_Section):
     pickup: PickupSection = Field(default_factory=dict, validate_default=True)
     badmail: BadmailSection = Field(default_factory=dict, validate_default=True)
 
-    @field_validator("smart_host_password_file", mode="before")
+    @field_validator("smart_host_password_file", "ca_file", mode="before")
     @classmethod
     def _check_password_file(cls, v: object, info: ValidationInfo) -> Path | None:
         return optional_path(v, info)

@@ -36,7 +36,8 @@ log = logging.getLogger("goniec.delivery")
 class Runner:
     def __init__(self, store: QueueStore, worker: MessageWorker, *,
                  clock: Callable[[], float] = time.time, scan_interval: float = 1.0,
-                 parallel: int = 200, busy_delay: float = 5.0, error_delay: float = 60.0) -> None:
+                 parallel: int = 200, busy_delay: float = 5.0, error_delay: float = 60.0,
+                 stop_grace: float = 10.0) -> None:
         self.store = store
         self.worker = worker
         self.clock = clock
@@ -44,6 +45,9 @@ class Runner:
         self.parallel = parallel
         self.busy_delay = busy_delay  # another runner holds the lease: look again then
         self.error_delay = error_delay
+        # After stop, attempts under way get this long to finish; then they are cancelled
+        # (a stalled peer could otherwise hold the shutdown for the whole command timeout).
+        self.stop_grace = stop_grace
         self._due: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
         self._active: dict[str, asyncio.Task[None]] = {}
@@ -151,7 +155,9 @@ class Runner:
             count += len(batch)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until `stop` is set; then wait for the attempts under way."""
+        """Deliver until `stop` is set; then wait for the attempts under way, at most
+        `stop_grace` seconds, and cancel the rest. A cancelled attempt is retried at the
+        next start, as after a crash (at worst a duplicate, never a loss)."""
         next_scan = 0.0
         while not stop.is_set():
             mono = time.monotonic()
@@ -178,7 +184,13 @@ class Runner:
                 self._rescan = False
                 next_scan = 0.0
         if self._active:
-            await asyncio.wait(set(self._active.values()))
+            _, pending = await asyncio.wait(set(self._active.values()), timeout=self.stop_grace)
+            if pending:
+                log.warning("runner.stop_cancelled attempts=%d grace=%s", len(pending),
+                            self.stop_grace)
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending)
 
 
 def _due(msg: QueuedMessage) -> float:

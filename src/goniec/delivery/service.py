@@ -51,17 +51,18 @@ def _password(path: Path | str) -> str:
         raise ValueError(f"cannot read password file {path}: {exc.strerror or exc}") from None
 
 
-def _domain_route(entry: RemoteDomain) -> DomainRoute:
+def _domain_route(entry: RemoteDomain, ca_file: str | None) -> DomainRoute:
     login = (PasswordLogin(entry.username, _password(entry.password_file))
              if entry.username else None)
     hop = parse_smart_host(entry.smart_host) if entry.smart_host else None
     return DomainRoute(hop, entry.port, tls_route(entry.tls, esmtp=not entry.use_helo,
-                                                  login=login))
+                                                  login=login, ca_file=ca_file))
 
 
 def routing_table(d: DeliverySection, domains: Domains) -> RoutingTable:
     """The router's facts: remote-domain routes with their logins loaded."""
-    routes = {e.name: _domain_route(e)
+    ca_file = str(d.ca_file) if d.ca_file is not None else None
+    routes = {e.name: _domain_route(e, ca_file)
               for e in (*domains.remote.values(), *domains.remote_wildcards.values())}
     login = None
     if d.smart_host_username and d.smart_host_password_file is not None:
@@ -69,8 +70,9 @@ def routing_table(d: DeliverySection, domains: Domains) -> RoutingTable:
     return RoutingTable(
         domains=domains, routes=routes,
         smart_host=parse_smart_host(d.smart_host) if d.smart_host else None,
-        smart_host_route=tls_route(d.smart_host_tls, login=login),
-        direct_first=d.direct_first, mx_route=tls_route(d.mx_tls), port=d.port)
+        smart_host_route=tls_route(d.smart_host_tls, login=login, ca_file=ca_file),
+        direct_first=d.direct_first, mx_route=tls_route(d.mx_tls, ca_file=ca_file),
+        port=d.port)
 
 
 def client_policy(d: DeliverySection, hostname: str) -> ClientPolicy:
