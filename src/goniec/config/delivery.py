@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -154,6 +155,13 @@ class DeliverySection(_Section):
     smart_host_tls: TlsLevel = "verify"  # certificate checked by default for smart hosts
     smart_host_username: StrictStr = ""
     smart_host_password_file: Path | None = None
+    # OAuth2 instead of a password (Microsoft 365, Google): the client-credentials flow
+    # (RFC 6749 4.4) against this token endpoint; AUTH XOAUTH2 / OAUTHBEARER as
+    # smart_host_username. The token is cached and refreshed before it expires.
+    smart_host_oauth_token_url: StrictStr = ""
+    smart_host_oauth_client_id: StrictStr = ""
+    smart_host_oauth_client_secret_file: Path | None = None
+    smart_host_oauth_scope: StrictStr = ""
     # CA bundle (PEM) that outbound certificate checks trust, for the smart host and
     # every route with tls = "verify" or "implicit"; "" = the system's trust store.
     ca_file: Path | None = None
@@ -174,7 +182,8 @@ class DeliverySection(_Section):
     pickup: PickupSection = Field(default_factory=dict, validate_default=True)
     badmail: BadmailSection = Field(default_factory=dict, validate_default=True)
 
-    @field_validator("smart_host_password_file", "ca_file", mode="before")
+    @field_validator("smart_host_password_file", "ca_file", "smart_host_oauth_client_secret_file",
+                     mode="before")
     @classmethod
     def _check_password_file(cls, v: object, info: ValidationInfo) -> Path | None:
         return optional_path(v, info)
@@ -193,6 +202,19 @@ class DeliverySection(_Section):
     def _check_domain(cls, v: str) -> str:
         return normalize_domain(v) if v else ""
 
+    @field_validator("smart_host_oauth_token_url")
+    @classmethod
+    def _check_token_url(cls, v: str) -> str:
+        # The client secret travels to this URL: https only (plain http on loopback
+        # is allowed for tests and local token helpers).
+        if v:
+            url = urlsplit(v)
+            loopback = url.hostname in ("127.0.0.1", "::1", "localhost")
+            if not url.hostname or not (url.scheme == "https"
+                                        or (url.scheme == "http" and loopback)):
+                raise ValueError(f"must be an https:// URL (got {quote(v)})")
+        return v
+
     @field_validator("ndr_copy_to")
     @classmethod
     def _check_address(cls, v: str) -> str:
@@ -205,11 +227,22 @@ class DeliverySection(_Section):
         if self.direct_first and not self.smart_host:
             raise SchemaValueError("direct_first needs a smart_host to fall back to",
                                    ("direct_first",))
-        if bool(self.smart_host_username) != (self.smart_host_password_file is not None):
-            missing = "smart_host_password_file" if self.smart_host_username else \
-                "smart_host_username"
-            raise SchemaValueError("smart_host_username and smart_host_password_file go"
-                                   " together", (missing,))
+        oauth = bool(self.smart_host_oauth_token_url)
+        secret = self.smart_host_password_file is not None
+        if oauth and secret:
+            raise SchemaValueError("use either a password file or OAuth2 for the smart host,"
+                                   " not both", ("smart_host_oauth_token_url",))
+        if bool(self.smart_host_username) != (secret or oauth):
+            missing = ("smart_host_password_file or smart_host_oauth_token_url"
+                       if self.smart_host_username else "smart_host_username")
+            raise SchemaValueError("a smart host login needs smart_host_username and either"
+                                   " smart_host_password_file or smart_host_oauth_token_url",
+                                   (missing.split(" ")[0],))
+        if oauth and not (self.smart_host_oauth_client_id
+                          and self.smart_host_oauth_client_secret_file is not None):
+            raise SchemaValueError("OAuth2 needs smart_host_oauth_client_id and"
+                                   " smart_host_oauth_client_secret_file",
+                                   ("smart_host_oauth_client_id",))
         if self.smart_host_username and self.smart_host_tls in ("none", "opportunistic"):
             raise SchemaValueError('a login needs smart_host_tls = "required", "verify" or'
                                    ' "implicit", so the password never crosses the network'

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,8 +26,9 @@ from pathlib import Path
 
 from goniec.config.delivery import DeliverySection
 from goniec.delivery.badmail import Badmail
-from goniec.delivery.destination import PasswordLogin, parse_smart_host
+from goniec.delivery.destination import OAuth2Login, PasswordLogin, parse_smart_host
 from goniec.delivery.local import LocalDelivery
+from goniec.delivery.oauth import ClientCredentialsTokens
 from goniec.delivery.pickup import PickupFolder
 from goniec.delivery.pool import ConnectionPool
 from goniec.delivery.resolver import Resolver
@@ -64,9 +66,16 @@ def routing_table(d: DeliverySection, domains: Domains) -> RoutingTable:
     ca_file = str(d.ca_file) if d.ca_file is not None else None
     routes = {e.name: _domain_route(e, ca_file)
               for e in (*domains.remote.values(), *domains.remote_wildcards.values())}
-    login = None
+    login: PasswordLogin | OAuth2Login | None = None
     if d.smart_host_username and d.smart_host_password_file is not None:
         login = PasswordLogin(d.smart_host_username, _password(d.smart_host_password_file))
+    elif d.smart_host_username and d.smart_host_oauth_client_secret_file is not None:
+        tokens = ClientCredentialsTokens(
+            d.smart_host_oauth_token_url, d.smart_host_oauth_client_id,
+            _password(d.smart_host_oauth_client_secret_file),
+            d.smart_host_oauth_scope or None,
+            verify=True if d.ca_file is None else ssl.create_default_context(cafile=str(d.ca_file)))
+        login = OAuth2Login(d.smart_host_username, tokens)
     return RoutingTable(
         domains=domains, routes=routes,
         smart_host=parse_smart_host(d.smart_host) if d.smart_host else None,
