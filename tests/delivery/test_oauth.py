@@ -62,6 +62,24 @@ def test_refreshed_before_expiry(endpoint: TokenServer) -> None:
     assert run(main()) == ["tok-1", "tok-1", "tok-2"]
 
 
+def test_short_lived_token_is_kept_for_half_its_lifetime(endpoint: TokenServer) -> None:
+    # A 60 s token with a 60 s margin would be fetched again for every connection.
+    endpoint.expires_in = 60
+    now = [1000.0]
+
+    async def main() -> list[str]:
+        source = tokens(endpoint, refresh_margin=60, clock=lambda: now[0])
+        got = [await source.token()]
+        now[0] += 29  # less than half the lifetime gone: cached
+        got.append(await source.token())
+        now[0] += 2  # past half: fetched again
+        got.append(await source.token())
+        await source.aclose()
+        return got
+
+    assert run(main()) == ["tok-1", "tok-1", "tok-2"]
+
+
 def test_short_lived_token_really_expires(endpoint: TokenServer) -> None:
     endpoint.expires_in = 2  # refreshed from 1 s on (margin 1 s)
 

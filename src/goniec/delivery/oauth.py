@@ -76,11 +76,11 @@ class ClientCredentialsTokens:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._token: str | None = None
-        self._expires = 0.0
+        self._refresh_at = 0.0
         self.fetches = 0  # requests made (for logs and tests)
 
     def _valid(self) -> str | None:
-        if self._token is not None and self._clock() < self._expires - self._margin:
+        if self._token is not None and self._clock() < self._refresh_at:
             return self._token
         return None
 
@@ -137,7 +137,9 @@ class ClientCredentialsTokens:
         except (TypeError, ValueError):
             seconds = DEFAULT_LIFETIME
         self._token = token
-        self._expires = started + seconds
+        # Refresh `margin` early, but never more than half the lifetime early: a
+        # short-lived token would otherwise be fetched again for every connection.
+        self._refresh_at = started + seconds - min(self._margin, seconds / 2)
         return token
 
 
