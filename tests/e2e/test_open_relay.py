@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import socket
 import ssl
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import trustme
 
 from goniec.policy.addresses import has_routing_syntax, normalize_domain, split_address
 from goniec.testing.process import ServerProcess, make_server, to_toml
+from goniec.testing.smtpclient import LineClient
 
 pytestmark = pytest.mark.e2e
 
@@ -31,40 +31,17 @@ LOCAL = {"goniec.test", "xn--bcher-kva.test"}
 BODY = b"Subject: relay test\r\n\r\nThis must not leave.\r\n.\r\n"
 
 
-class Client:
-    def __init__(self, port: int) -> None:
-        self.sock: socket.socket | ssl.SSLSocket = socket.create_connection(
-            ("127.0.0.1", port), timeout=10)
-        self.buf = b""
-
-    def reply(self) -> bytes:
-        lines = []
-        while True:
-            while b"\r\n" not in self.buf:
-                data = self.sock.recv(65536)
-                if not data:
-                    raise ConnectionError(f"closed after {lines!r}")
-                self.buf += data
-            line, self.buf = self.buf.split(b"\r\n", 1)
-            lines.append(line)
-            if line[3:4] != b"-":
-                return b"\r\n".join(lines)
-
-    def cmd(self, line: str | bytes) -> bytes:
-        self.sock.sendall((line.encode() if isinstance(line, str) else line) + b"\r\n")
-        return self.reply()
-
-    def starttls(self, ca: trustme.CA) -> None:
-        assert self.cmd("STARTTLS").startswith(b"220")
+class Client(LineClient):
+    def starttls_with(self, ca: trustme.CA) -> None:
         ctx = ssl.create_default_context()
         ca.configure_trust(ctx)
-        self.sock = ctx.wrap_socket(self.sock, server_hostname="mx.goniec.test")
+        self.starttls(ctx, "mx.goniec.test")
         assert self.cmd("EHLO relaytest.example").startswith(b"250")
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.cmd("QUIT")
-        self.sock.close()
+        super().close()
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +155,7 @@ def test_relay_after_failed_login(server: ServerProcess, ca: trustme.CA) -> None
     c = Client(server.ports["smtp"])
     c.reply()
     c.cmd("EHLO relaytest.example")
-    c.starttls(ca)
+    c.starttls_with(ca)
     assert c.cmd(auth_plain("alice", "wrong")).startswith(b"535")
     assert c.cmd(auth_plain("nobody", "")).startswith(b"5")
     c.cmd("MAIL FROM:<alice@goniec.test>")
@@ -190,7 +167,7 @@ def test_relay_after_starttls_without_login(server: ServerProcess, ca: trustme.C
     c = Client(server.ports["smtp"])
     c.reply()
     c.cmd("EHLO relaytest.example")
-    c.starttls(ca)
+    c.starttls_with(ca)
     # RFC 4954 5: an AUTH= parameter is a claim about the message, not a login.
     assert c.cmd("MAIL FROM:<alice@goniec.test> AUTH=alice@goniec.test").startswith(b"250")
     assert c.cmd("RCPT TO:<victim@remote.example>").startswith(b"550 5.7.1")
@@ -202,7 +179,7 @@ def test_login_does_not_survive_starttls_or_a_new_connection(server: ServerProce
     c = Client(server.ports["submission"])
     c.reply()
     c.cmd("EHLO relaytest.example")
-    c.starttls(ca)
+    c.starttls_with(ca)
     assert c.cmd(auth_plain("alice", "correct horse")).startswith(b"235")
     c.close()
     c = Client(server.ports["submission"])
@@ -218,7 +195,7 @@ def test_authenticated_relay_works_as_a_control(server: ServerProcess, ca: trust
     c = Client(server.ports["submission"])
     c.reply()
     c.cmd("EHLO relaytest.example")
-    c.starttls(ca)
+    c.starttls_with(ca)
     assert c.cmd(auth_plain("alice", "correct horse")).startswith(b"235")
     c.cmd("MAIL FROM:<alice@goniec.test>")
     assert c.cmd("RCPT TO:<friend@control.example>").startswith(b"250")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,33 +17,15 @@ from pathlib import Path
 import pytest
 
 from goniec.testing.process import ServerProcess, make_server, to_toml
+from goniec.testing.smtpclient import LineClient
 
 pytestmark = pytest.mark.e2e
 
 
-class Conn:
+class Conn(LineClient):
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.buf = b""
+        super().__init__(port)
         assert self.reply().startswith(b"220")
-
-    def reply(self) -> bytes:
-        while True:
-            while b"\r\n" in self.buf:
-                line, self.buf = self.buf.split(b"\r\n", 1)
-                if line[3:4] != b"-":
-                    return line
-            data = self.sock.recv(65536)
-            if not data:
-                raise ConnectionError("closed")
-            self.buf += data
-
-    def cmd(self, line: str) -> bytes:
-        self.sock.sendall(line.encode() + b"\r\n")
-        return self.reply()
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def relay_reply(port: int) -> bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email
 import smtplib
-import socket
 import ssl
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 import trustme
 
 from goniec.testing.process import ServerProcess
+from goniec.testing.smtpclient import LineClient
 
 MSG = b"From: a@goniec.test\r\nTo: b@goniec.test\r\nSubject: hi\r\n\r\nHello\r\n"
 
@@ -50,36 +50,7 @@ def send_data(s: smtplib.SMTP, sender: str, rcpts: list[str], body: bytes) -> st
     return queued_id(s.data(body))
 
 
-class RawClient:
-    """A line-level client for what smtplib will not send."""
 
-    def __init__(self, port: int, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buf = b""
-
-    def reply(self) -> bytes:
-        """Read one full (possibly multi-line) reply."""
-        lines = []
-        while True:
-            while b"\r\n" not in self.buf:
-                data = self.sock.recv(65536)
-                if not data:
-                    raise ConnectionError(f"closed; got {lines!r} {self.buf!r}")
-                self.buf += data
-            line, self.buf = self.buf.split(b"\r\n", 1)
-            lines.append(line)
-            if len(line) < 4 or line[3:4] != b"-":
-                return b"\r\n".join(lines)
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def cmd(self, line: bytes) -> bytes:
-        self.send(line + b"\r\n")
-        return self.reply()
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_plain_delivery_and_received_header(live_server: ServerProcess) -> None:
@@ -101,7 +72,7 @@ def test_plain_delivery_and_received_header(live_server: ServerProcess) -> None:
 
 
 def test_greeting(live_server: ServerProcess) -> None:
-    c = RawClient(live_server.ports["smtp"])
+    c = LineClient(live_server.ports["smtp"])
     assert c.reply().startswith(b"220 mx.goniec.test ESMTP")
     assert c.cmd(b"QUIT").startswith(b"221 2.0.0")
     c.close()
@@ -156,7 +127,7 @@ def test_relay_denied_without_login(live_server: ServerProcess) -> None:
 
 
 def test_auth_not_offered_in_plaintext(live_server: ServerProcess) -> None:
-    c = RawClient(live_server.ports["smtp"])
+    c = LineClient(live_server.ports["smtp"])
     c.reply()
     c.cmd(b"EHLO c.goniec.test")
     assert c.cmd(b"AUTH PLAIN AGFsaWNlAGNvcnJlY3QgaG9yc2U=").startswith(b"538 5.7.11")
@@ -164,7 +135,7 @@ def test_auth_not_offered_in_plaintext(live_server: ServerProcess) -> None:
 
 
 def test_pipelining_in_one_packet(live_server: ServerProcess) -> None:
-    c = RawClient(live_server.ports["plain"])
+    c = LineClient(live_server.ports["plain"])
     c.reply()
     c.send(b"EHLO c.goniec.test\r\nMAIL FROM:<a@goniec.test>\r\nRCPT TO:<b@goniec.test>\r\n"
            b"RCPT TO:<c@goniec.test>\r\nDATA\r\n")
@@ -193,7 +164,7 @@ def test_smtputf8_and_8bit(live_server: ServerProcess) -> None:
 
 
 def test_bdat(live_server: ServerProcess) -> None:
-    c = RawClient(live_server.ports["plain"])
+    c = LineClient(live_server.ports["plain"])
     c.reply()
     c.cmd(b"EHLO c.goniec.test")
     assert c.cmd(b"MAIL FROM:<a@goniec.test>").startswith(b"250")
@@ -211,7 +182,7 @@ def test_bdat(live_server: ServerProcess) -> None:
 
 def test_smuggling_bare_lf_never_ends_data(live_server: ServerProcess) -> None:
     before = live_server.spool_ids()
-    c = RawClient(live_server.ports["plain"])
+    c = LineClient(live_server.ports["plain"])
     c.reply()
     c.cmd(b"EHLO c.goniec.test")
     c.cmd(b"MAIL FROM:<a@goniec.test>")
@@ -227,7 +198,7 @@ def test_smuggling_bare_lf_never_ends_data(live_server: ServerProcess) -> None:
 
 
 def test_bad_input_gets_replies_and_others_are_served(live_server: ServerProcess) -> None:
-    bad = RawClient(live_server.ports["plain"])
+    bad = LineClient(live_server.ports["plain"])
     bad.reply()
     assert bad.cmd(b"X" * 2000).startswith(b"500 5.5.2")
     assert bad.cmd(b"\x00\xff\xfe garbage").startswith(b"500")
@@ -246,7 +217,7 @@ def test_bad_input_gets_replies_and_others_are_served(live_server: ServerProcess
 
 
 def test_broken_tls_handshake_does_not_hurt_others(live_server: ServerProcess) -> None:
-    c = RawClient(live_server.ports["smtp"])
+    c = LineClient(live_server.ports["smtp"])
     c.reply()
     c.cmd(b"EHLO c.goniec.test")
     assert c.cmd(b"STARTTLS").startswith(b"220")
@@ -265,7 +236,7 @@ def test_broken_tls_handshake_does_not_hurt_others(live_server: ServerProcess) -
 
 def test_starttls_plaintext_injection_is_discarded(live_server: ServerProcess,
                                                    ca: trustme.CA) -> None:
-    c = RawClient(live_server.ports["smtp"])
+    c = LineClient(live_server.ports["smtp"])
     c.reply()
     c.cmd(b"EHLO c.goniec.test")
     # CVE-2011-0411 class: commands sent with STARTTLS must not run inside TLS.
@@ -284,7 +255,7 @@ def test_starttls_plaintext_injection_is_discarded(live_server: ServerProcess,
 
 
 def test_silent_client_times_out(live_server: ServerProcess) -> None:
-    c = RawClient(live_server.ports["plain"], timeout=15)
+    c = LineClient(live_server.ports["plain"], timeout=15)
     c.reply()
     start = time.monotonic()
     reply = c.reply()  # command timeout is 3 s in this config
