@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="goniec workers")
     p.add_argument("--workers-sweep", action="store_true", help="also run goniec with workers=1")
+    p.add_argument("--mailauth", action="store_true",
+                   help="also run goniec-sign (DKIM signing) and goniec-inbound (sender checks)")
     p.add_argument("--tool", choices=["auto", "smtp-source", "loadgen"], default="auto",
                    help="load driver (auto: smtp-source when installed)")  # fmt: skip
     p.add_argument("--only", action="append", default=[], metavar="GLOB",
@@ -88,6 +90,10 @@ def factories(a: argparse.Namespace) -> dict[str, Callable[[], Server]]:
             out["goniec"] = lambda: Goniec(a.workers, "goniec")
             if a.workers_sweep and a.workers != 1:
                 out["goniec-w1"] = lambda: Goniec(1, "goniec-w1")
+            if a.mailauth:
+                out["goniec-sign"] = lambda: Goniec(a.workers, "goniec-sign", "sign")
+                out["goniec-inbound"] = lambda: Goniec(a.workers, "goniec-inbound", "inbound",
+                                                       a.dns_port)
         elif name == "aiosmtpd":
             out[name] = Aiosmtpd
         elif name == "aiosmtpd-fsync":
@@ -172,6 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         for sc in scenarios.matrix(a.count_small, a.count_large, a.big_mb, a.idle)
         if not a.only or any(fnmatch.fnmatch(sc.name, g) for g in a.only)
     ]
+    dns = None
+    if a.mailauth:  # the sender domain's records, served from a child process
+        from mailauth import DnsProcess
+
+        dns = DnsProcess({"bench.test": [("TXT", "v=spf1 ip4:127.0.0.1 -all")],
+                          "_dmarc.bench.test": [("TXT", "v=DMARC1; p=none")]})
+    a.dns_port = dns.port if dns else 0
     makers = factories(a)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
@@ -209,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         while LIVE:
             LIVE.pop().stop()
+        if dns is not None:
+            dns.stop()
         if a.keep:
             print(f"kept {root}")
         else:

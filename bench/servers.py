@@ -233,14 +233,23 @@ class AiosmtpdFsync(Aiosmtpd):
 
 
 class Goniec(SubprocessServer):
-    """goniec serve -c <workdir>/goniec.toml with a temporary data_dir."""
+    """goniec serve -c <workdir>/goniec.toml with a temporary data_dir.
+
+    mailauth "sign": an RSA-2048 DKIM key for bench.test, so every message (from
+    127.0.0.1, a trusted client) is signed; "inbound": the load generator is not
+    trusted (empty relay list) and every message gets SPF/DKIM/DMARC/ARC checks
+    against the DNS server on `dns_port`.
+    """
 
     files_per_message: float | None = None  # learnt by calibrate()
 
-    def __init__(self, workers: int, label: str = "goniec") -> None:
+    def __init__(self, workers: int, label: str = "goniec", mailauth: str = "",
+                 dns_port: int = 0) -> None:
         super().__init__()
         self.workers = workers
         self.name = label
+        self.mailauth = mailauth
+        self.dns_port = dns_port
         script = shutil.which("goniec")
         self.base = [script] if script else [sys.executable, "-m", "goniec.cli.main"]
 
@@ -257,7 +266,20 @@ class Goniec(SubprocessServer):
             why = (probe.stderr or probe.stdout).decode(errors="replace").strip().splitlines()
             last = why[-1] if why else f"exit status {probe.returncode}"
             raise Unavailable(f"`{' '.join(self.base)} serve` not usable yet: {last}")
-        (self.workdir / "goniec.toml").write_text(self.config())
+        extra = ""
+        if self.mailauth == "sign":
+            from goniec.mailauth.keys import keygen
+
+            key, _ = keygen(self.workdir, "bench.test", "bench")
+            extra = ('[[mailauth.dkim]]\ndomain = "bench.test"\nselector = "bench"\n'
+                     f'key_file = "{key}"\n')
+        elif self.mailauth == "inbound":
+            extra = ('[mailauth]\ninbound = "on"\n\n'
+                     f'[dns]\nnameservers = ["{HOST}"]\nport = {self.dns_port}\ntimeout = 2\n')
+        config = self.config()
+        if self.mailauth == "inbound":
+            config = config.replace('networks = ["127.0.0.0/8", "::1"]', "networks = []")
+        (self.workdir / "goniec.toml").write_text(config + extra)
         super()._launch()
 
     def config(self) -> str:

@@ -43,6 +43,8 @@ from goniec.server import tls as tlsmod
 from goniec.server.context import ListenerSpec, ServerContext, Settings, Timeouts
 from goniec.server.limits import SharedConnectionCounter
 from goniec.server.listener import bind_socket, serve_listener
+from goniec.server.mailauth_step import MailAuthRuntime
+from goniec.server.mailauth_step import build_settings as mailauth_settings
 from goniec.server.pidfile import PidFile, ServerRunning, pid_path
 from goniec.server.rates import SharedRates
 
@@ -101,6 +103,7 @@ def build_settings(config: Config, generation: int = 0) -> Settings:
         timeouts=Timeouts(command=t.command, data_block=t.data_block,
                           tls_handshake=t.tls_handshake),
         resolver=resolver,
+        mailauth=mailauth_settings(config),
         generation=generation,
     )
 
@@ -208,6 +211,7 @@ async def _serve(config: Config, source: Path | None, sockets: list[socket.socke
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     store = _make_store(config)
+    mailauth = MailAuthRuntime(config.server.hostname)  # one DnsView/checker per worker
     ctx = ServerContext(
         hostname=config.server.hostname,
         queue=store,
@@ -216,6 +220,7 @@ async def _serve(config: Config, source: Path | None, sockets: list[socket.socke
         counter=counter,
         settings=build_settings(config),
         rates=rates,
+        mailauth=mailauth,
     )
     server = _Server(config, source, ctx, announce)
     reloads: set[asyncio.Task[None]] = set()
@@ -250,6 +255,7 @@ async def _serve(config: Config, source: Path | None, sockets: list[socket.socke
             await asyncio.wait(pending, timeout=2)
     if delivery_task is not None:
         await delivery_task
+    mailauth.close()
 
 
 def _worker(config: Config, source: Path | None, sockets: list[socket.socket],

@@ -71,6 +71,9 @@ R452_SESSION_SIZE = Reply(  # RFC 3463 3.4: X.3.4 message too big for the system
     452, "4.3.4", "Session size limit reached, send the rest in a new session"
 )
 R454_LOGIN_RATE_USER = Reply(454, "4.7.0", "Too many failed logins for this account, try later")
+# Sender authentication (goniec.mailauth.decision), RFC 7372 3.2 and RFC 3463.
+R451_SPF_TEMP = Reply(451, "4.7.24", "SPF validation error, try again later")  # RFC 7372 3.2
+R451_DMARC_TEMP = Reply(451, "4.4.3", "Cannot look up the DMARC policy now, try again later")
 
 # --- 5xx: command syntax (answered by the protocol core) ----------------------
 R500_UNKNOWN_COMMAND = Reply(500, "5.5.2", "Command not recognized")
@@ -123,6 +126,8 @@ R552_MESSAGE_TOO_BIG = Reply(  # RFC 1870 6.1 / RFC 3463
     552, "5.3.4", "Message size exceeds fixed maximum message size"
 )
 R553_SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address not owned by user")
+R550_DMARC_REJECT = Reply(550, "5.7.1", "Rejected by the DMARC policy of the sender domain")
+R550_SPF_FAIL = Reply(550, "5.7.23", "SPF validation failed")  # RFC 7372 3.2
 R553_SMTPUTF8_REQUIRED = Reply(  # RFC 6531 3.5
     553, "5.6.7", "Non-ASCII address not permitted without SMTPUTF8"
 )

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from goniec.config import Config
+from goniec.config.mailauth import DkimKeySection
 from goniec.config.schema import Listener
 from goniec.config.sections import RecipientTableSection, RemoteDomainSection
 
@@ -17,6 +18,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "[[listeners]]": Listener,
     '[recipients."<domain>"]': RecipientTableSection,
     '[remote_domains."<domain>"]': RemoteDomainSection,
+    "[[mailauth.dkim]]": DkimKeySection,
 }
 
 
@@ -43,5 +45,6 @@ def test_every_key_has_a_row_with_its_default() -> None:
 
 def test_docs_name_every_new_reply() -> None:
     for reply in ("554 5.7.1", "550 5.7.1", "550 5.1.1", "553 5.7.1", "452 4.5.3", "554 5.4.6",
-                  "452 4.3.4", "421 4.7.0", "450 4.7.1", "554 5.7.25", "421 4.7.25", "451 4.4.3"):
+                  "452 4.3.4", "421 4.7.0", "450 4.7.1", "554 5.7.25", "421 4.7.25", "451 4.4.3",
+                  "550 5.7.23", "451 4.7.24"):
         assert reply in DOCS, reply

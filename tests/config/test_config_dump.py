@@ -90,4 +90,41 @@ def test_dump_shows_effective_values(tmp_path: Path) -> None:
     assert data["tls"]["min_version"] == "1.3"
     assert data["timeouts"]["command"] == 0.5 and data["timeouts"]["data_block"] == 180
     assert set(data) == {"server", "listeners", "tls", "auth", "limits", "timeouts", "domains",
-                         "relay", "queue", "access", "rates", "peers", "dns", "delivery"}
+                         "relay", "queue", "access", "rates", "peers", "dns", "delivery",
+                         "mailauth"}
+
+
+def test_round_trip_with_dkim_keys(tmp_path: Path) -> None:
+    from goniec.mailauth.keys import keygen
+
+    keygen(tmp_path / "keys", "example.test", "rsa1")
+    keygen(tmp_path / "keys", "example.test", "ed1", "ed25519")
+    first = tmp_path / "goniec.toml"
+    first.write_text("""
+[mailauth]
+inbound = "off"
+max_size = "1MB"
+authserv_aliases = ["mx2.example.test"]
+
+[[mailauth.dkim]]
+domain = "example.test"
+selector = "rsa1"
+key_file = "keys/example.test.rsa1.key"
+
+[[mailauth.dkim]]
+domain = "example.test"
+selector = "ed1"
+key_file = "keys/example.test.ed1.key"
+subdomains = true
+""", encoding="utf-8")
+    config = load_config(first)
+    dumped = dump_config(config)
+    data = tomllib.loads(dumped)
+    assert [k["selector"] for k in data["mailauth"]["dkim"]] == ["rsa1", "ed1"]
+    assert data["mailauth"]["dkim"][0]["key_file"] == str(tmp_path / "keys/example.test.rsa1.key")
+    assert data["mailauth"]["max_size"] == "1MB"
+    second = tmp_path / "b" / "again.toml"
+    second.parent.mkdir()
+    second.write_text(dumped, encoding="utf-8")
+    again = load_config(second)
+    assert again == config and dump_config(again) == dumped

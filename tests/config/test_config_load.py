@@ -155,7 +155,7 @@ ERRORS = [
     ('[sever]\nhostname = "x"\n', ':1: sever: unknown section (did you mean "server"?)'),
     ("top = 1\n", ":1: top: unknown key (known keys: server, listeners, tls, auth, limits,"
                   " timeouts, domains, relay, queue, access, recipients, remote_domains, rates,"
-                  " peers, dns, delivery)"),
+                  " peers, dns, delivery, mailauth)"),
     ('[server]\nworkers = "two"\n', ':2: server.workers: must be a number from 1 to 1024 or "auto" (got "two")'),
     ('[limits]\nconnections = "5"\n', ':2: limits.connections: must be an integer (got "5")'),
     ("[limits]\nconnections = -1\n", ":2: limits.connections: must be >= 0 (got -1)"),
@@ -208,6 +208,21 @@ ERRORS = [
     ('[relay]\nnetworks = ["localhost"]\n',
      ':2: relay.networks[0]: "localhost" is not an IP address or a network in CIDR notation'),
     ('[relay]\nnetworks = [10]\n', ":2: relay.networks[0]: must be an address or network string (got 10)"),
+    ('[mailauth]\ninbound = "record"\n', ':2: mailauth.inbound: must be one of "on", "off" (got "record")'),
+    ('[mailauth]\ndmarc = "reject"\n', ':2: mailauth.dmarc: must be one of "record", "enforce"'),
+    ('[mailauth]\nmax_size = "20MB"\nmemory = "10MB"\n', ":3: mailauth.memory: must be at least max_size"),
+    ('[mailauth]\nmax_size = 0\n', ":2: mailauth.max_size: must be more than 0 bytes"),
+    ('[mailauth.dkim]\ndomain = "a.test"\n', ":1: mailauth.dkim: must be an array of tables: write [[mailauth.dkim]]"),
+    ('[[mailauth.dkim]]\ndomain = "a.test"\nselector = "s"\n', ":1: mailauth.dkim[0].key_file: is required"),
+    ('[[mailauth.dkim]]\ndomain = "a.test"\nselector = "s_1"\nkey_file = "k"\n',
+     ':3: mailauth.dkim[0].selector: must be a DKIM selector'),
+    ('[[mailauth.dkim]]\ndomain = "-a.test"\nselector = "s"\nkey_file = "k"\n',
+     ':2: mailauth.dkim[0].domain: "-a.test" is not a valid domain name'),
+    ('[[mailauth.dkim]]\ndomain = "a.test"\nselector = "s"\nkey_file = "k"\n'
+     '[[mailauth.dkim]]\ndomain = "A.test."\nselector = "S"\nkey_file = "k2"\n',
+     ':7: mailauth.dkim[1].selector: "S" of "a.test" is listed twice (also dkim[0])'),
+    ('[[mailauth.dkim]]\ndomain = "a.test"\nselector = "s"\nkey_file = "missing.key"\n',
+     ':4: mailauth.dkim[0].key_file: DKIM key '),
 ]
 
 
@@ -270,3 +285,68 @@ def test_find_line() -> None:
     assert find_line(text, ("listeners", 1, "tls")) == 7
     assert find_line(text, ("relay", "networks", 0)) == 11
     assert find_line(text, ("queue", "min_free_space")) is None
+
+
+# --------------------------------------------------------------------------- [mailauth]
+
+
+def dkim_config(key_file: str, extra: str = "") -> str:
+    return (f'[mailauth]\ndmarc = "enforce"\n{extra}\n'
+            f'[[mailauth.dkim]]\ndomain = "Example.TEST"\nselector = "s2024"\n'
+            f'key_file = "{key_file}"\nsubdomains = true\n')
+
+
+def test_mailauth_defaults_and_keys(tmp_path: Path) -> None:
+    from goniec.mailauth.keys import keygen
+
+    defaults = load_config(write(tmp_path, "")).mailauth
+    assert (defaults.inbound, defaults.dmarc, defaults.spf_fail, defaults.temperror) == (
+        "off", "record", "record", "accept")
+    assert defaults.max_size == 10_000_000 and defaults.dkim == ()
+    keys = tmp_path / "keys"
+    keygen(keys, "example.test", "s2024", "ed25519")
+    config = load_config(write(tmp_path, dkim_config("keys/example.test.s2024.key")))
+    entry = config.mailauth.dkim[0]
+    assert entry.domain == "example.test" and entry.selector == "s2024" and entry.subdomains
+    assert entry.key_file == keys / "example.test.s2024.key"  # relative to the config file
+    assert config.mailauth.dmarc == "enforce"
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    (b"not a key\n", "is not usable: not a PEM key and not a base64 Ed25519 key"),
+    (None, "does not exist"),
+    ("ec", "is not usable: DKIM keys are RSA or Ed25519"),
+])
+def test_unusable_dkim_key_is_named(tmp_path: Path, content: bytes | str | None, why: str) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = tmp_path / "k.key"
+    if isinstance(content, bytes):
+        key.write_bytes(content)
+    elif content is not None:
+        private = ec.generate_private_key(ec.SECP256R1())
+        key.write_bytes(private.private_bytes(serialization.Encoding.PEM,
+                                              serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+    message = error_of(tmp_path, dkim_config("k.key"))
+    assert message == f":7: mailauth.dkim[0].key_file: DKIM key {str(key)!r} {why}", message
+
+
+def test_unreadable_dkim_key(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads any file")
+    key = tmp_path / "k.key"
+    key.write_text("x")
+    key.chmod(0)
+    assert "cannot read DKIM key" in error_of(tmp_path, dkim_config("k.key"))
+
+
+def test_mailauth_warnings(tmp_path: Path) -> None:
+    from goniec.config.load import config_warnings
+
+    config = load_config(write(tmp_path, '[mailauth]\ndmarc = "enforce"\n'))
+    assert config_warnings(config) == [
+        'mailauth.inbound = "off": dmarc = "enforce" has no effect (no message is checked)']
+    on = '[mailauth]\ninbound = "on"\ndmarc = "enforce"\n'
+    assert config_warnings(load_config(write(tmp_path, on))) == []

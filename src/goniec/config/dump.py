@@ -73,11 +73,14 @@ def _table(header: str, model: BaseModel) -> list[str]:
     """`[header]` with the model's plain keys, then its sub-models as `[header.key]`."""
     lines = [header]
     nested: list[str] = []
-    base = header.strip("[]")
+    base = header.strip("[]")  # also for "[[a.b]]": nested tables are [a.b.c]
     for name, field in type(model).model_fields.items():
         value = getattr(model, name)
         if isinstance(value, BaseModel):
             nested += ["", *_table(f"[{base}.{name}]", value)]
+        elif isinstance(value, tuple) and value and all(isinstance(v, BaseModel) for v in value):
+            for item in value:  # an array of tables: [[mailauth.dkim]]
+                nested += ["", *_table(f"[[{base}.{name}]]", item)]
         else:
             lines.append(f"{name} = {_value(value, field)}")
     return lines + nested

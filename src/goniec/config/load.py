@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from goniec.config.mailauth import mailauth_warnings
 from goniec.config.schema import Config
 from goniec.config.values import SchemaValueError, normalize_domain, quote
 from goniec.errors import ConfigError
@@ -116,7 +117,36 @@ def _validate(data: dict[str, Any], *, base_dir: Path, label: str, text: str) ->
         build_rules(config)  # checks that span keys: alias targets, loops
     except RulesError as exc:
         raise ConfigError(_located(label, text, exc.loc, str(exc))) from None
+    problem = check_dkim_keys(config)
+    if problem is not None:
+        raise ConfigError(_located(label, text, problem[0], problem[1])) from None
     return config
+
+
+def check_dkim_keys(config: Config) -> tuple[Loc, str] | None:
+    """The first `[[mailauth.dkim]]` key that cannot be read or used: (where, why).
+
+    Keys are read at load time (and so by `config check` and before a reload is
+    applied), so a bad key never reaches a running server.
+    """
+    if not config.mailauth.dkim:
+        return None
+    from goniec.mailauth.keys import KeyError_, load_dkim_key  # cryptography: only when needed
+
+    for i, entry in enumerate(config.mailauth.dkim):
+        loc: Loc = ("mailauth", "dkim", i, "key_file")
+        try:
+            key = load_dkim_key(entry.key_file, entry.domain, entry.selector).private_key
+            bits = getattr(key, "key_size", 2048)  # RSA; Ed25519 keys have no size
+            if bits < 1024:  # RFC 8301 3.2: verifiers must not accept less
+                raise KeyError_(f"an RSA key of {bits} bits; DKIM needs at least 1024 (RFC 8301)")
+        except FileNotFoundError:
+            return loc, f"DKIM key {str(entry.key_file)!r} does not exist"
+        except OSError as exc:
+            return loc, f"cannot read DKIM key {str(entry.key_file)!r}: {exc.strerror or exc}"
+        except KeyError_ as exc:
+            return loc, f"DKIM key {str(entry.key_file)!r} is not usable: {exc}"
+    return None
 
 
 def check_files(config: Config, label: str = "config") -> list[str]:
@@ -146,6 +176,7 @@ def config_warnings(config: Config) -> list[str]:
                 or "postmaster" in table.aliases or "postmaster" in table.forwards):
             out.append(f"recipients.{name}: no postmaster entry; mail to postmaster@{name} is"
                        " accepted (RFC 5321 4.5.1) and goes to the mailbox \"postmaster\"")
+    out += mailauth_warnings(config.mailauth)
     return out
 
 

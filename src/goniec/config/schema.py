@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from goniec.config.delivery import DeliverySection
+from goniec.config.mailauth import MailauthSection
 from goniec.config.sections import (
     AccessSection,
     DnsSection,
@@ -48,6 +49,7 @@ from goniec.config.sections import (
 from goniec.config.values import (
     IPNetwork,
     SchemaValueError,
+    SizeMarker,
     normalize_domain,
     parse_address,
     parse_seconds,
@@ -62,9 +64,7 @@ DEFAULT_LISTEN = "127.0.0.1:2525"
 # --------------------------------------------------------------------------- value types
 
 
-class _SizeMarker:
-    """Marks size fields so dump_config writes them with a unit."""
-
+_SizeMarker = SizeMarker  # the name dump.py imports
 
 Size = Annotated[int, BeforeValidator(parse_size), _SizeMarker()]
 
@@ -334,6 +334,7 @@ class Config(BaseModel):
     peers: PeersSection = PeersSection()
     dns: DnsSection = DnsSection()
     delivery: DeliverySection = Field(default_factory=dict, validate_default=True)
+    mailauth: MailauthSection = MailauthSection()
 
     @field_validator("recipients", "remote_domains", mode="before")
     @classmethod

@@ -67,6 +67,10 @@ def parse_size(value: object) -> int:
     raise ValueError(f'must be a size in bytes or a string like "10MB" (got {quote(value)})')
 
 
+class SizeMarker:
+    """Marks size fields (in their `Annotated` metadata) so dump_config writes them with a unit."""
+
+
 def format_size(n: int) -> str | int:
     """The shortest exact spelling of `n` bytes, for dump_config."""
     for unit, factor in (("GB", 1000**3), ("GiB", 1024**3), ("MB", 1000**2), ("MiB", 1024**2),

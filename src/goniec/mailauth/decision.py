@@ -16,12 +16,8 @@ then keep the message in the queue for an operator), reject (550) or defer
 - temperror "defer": a temporary DNS failure of SPF or DMARC answers 451, so
   the sender retries (DESIGN 1.5); the default accepts and records it.
 
-Reply constants for the catalog (goniec.replies), defined here until the
-lead moves them:
-    R550_DMARC_REJECT = Reply(550, "5.7.1", "Rejected by the DMARC policy of the sender domain")
-    R550_SPF_FAIL     = Reply(550, "5.7.23", "SPF validation failed")       # RFC 7372 3.2
-    R451_SPF_TEMP     = Reply(451, "4.7.24", "SPF validation error, try again later")  # RFC 7372
-    R451_DMARC_TEMP   = Reply(451, "4.4.3", "Cannot look up the DMARC policy now, try again later")
+The replies come from the catalog (goniec.replies): R550_DMARC_REJECT,
+R550_SPF_FAIL (RFC 7372 3.2), R451_SPF_TEMP, R451_DMARC_TEMP.
 """
 
 from __future__ import annotations
@@ -31,11 +27,10 @@ from typing import Literal
 
 from goniec.errors import Reply
 from goniec.mailauth.outcome import InboundResults
+from goniec.replies import R451_DMARC_TEMP, R451_SPF_TEMP, R550_DMARC_REJECT, R550_SPF_FAIL
 
-R550_DMARC_REJECT = Reply(550, "5.7.1", "Rejected by the DMARC policy of the sender domain")
-R550_SPF_FAIL = Reply(550, "5.7.23", "SPF validation failed")  # RFC 7372 3.2
-R451_SPF_TEMP = Reply(451, "4.7.24", "SPF validation error, try again later")  # RFC 7372 3.2
-R451_DMARC_TEMP = Reply(451, "4.4.3", "Cannot look up the DMARC policy now, try again later")
+__all__ = ["ACCEPT", "R451_DMARC_TEMP", "R451_SPF_TEMP", "R550_DMARC_REJECT", "R550_SPF_FAIL",
+           "InboundPolicy", "Verdict", "inbound_decision"]
 
 Action = Literal["accept", "hold", "reject", "defer"]
 

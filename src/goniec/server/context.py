@@ -2,10 +2,11 @@
 
 Owns the per-process `ServerContext` built by app.py and `Settings`, the part
 a reload replaces as one object (policy rules, per-listener protocol options,
-greeting, timeouts, the reverse-DNS resolver). A session takes `ctx.settings`
-when it connects and again at each new MAIL, so a reload reaches running
-sessions at their next transaction and never changes rules in the middle of
-one. Holds no protocol rules.
+greeting, timeouts, the reverse-DNS resolver, the [mailauth] settings with
+the DKIM keys). A session takes `ctx.settings` when it connects and again at
+each new MAIL, so a reload reaches running sessions at their next
+transaction and never changes rules in the middle of one. Holds no protocol
+rules.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from goniec.policy.rules import Rules
 from goniec.protocol import ServerOptions
 from goniec.server.limits import SharedConnectionCounter
+from goniec.server.mailauth_step import OFF, MailAuthRuntime, MailAuthSettings
 from goniec.server.rates import SharedRates
 
 if TYPE_CHECKING:
@@ -53,6 +55,7 @@ class Settings:
     greeting: str = ""
     timeouts: Timeouts = field(default_factory=Timeouts)
     resolver: ReverseResolver | None = None  # only when the rules need reverse DNS
+    mailauth: MailAuthSettings = OFF  # sender checks and DKIM keys ([mailauth])
     generation: int = 0  # 0 at start, +1 per successful reload
 
 
@@ -69,3 +72,4 @@ class ServerContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("goniec.server"))
     sessions: set[Any] = field(default_factory=set)  # live Session objects
     tasks: set[Any] = field(default_factory=set)  # their asyncio tasks
+    mailauth: MailAuthRuntime | None = None  # the checker and held-body budget of this process

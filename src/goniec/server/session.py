@@ -3,9 +3,10 @@
 Owns the read/decide/write loop: feeds bytes to `ServerConnection`, hands its
 decision events before the body to `decide` (which asks goniec.policy),
 streams the body into the queue while counting its size and Received:
-headers, answers the final dot, and drives timeouts and STARTTLS. It holds
-no protocol rules (those live in goniec.protocol) and no access or relay
-rules (goniec.policy).
+headers, answers the final dot, and drives timeouts and STARTTLS. A body that
+needs sender checks or a DKIM signature is held whole instead and handed to
+`mailauth_step` at the final dot. It holds no protocol rules (those live in
+goniec.protocol) and no access or relay rules (goniec.policy).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from goniec.replies import (
     R451_LOCAL_ERROR,
     with_hostname,
 )
-from goniec.server import decide
+from goniec.server import decide, mailauth_step
 from goniec.server import tls as tlsmod
 from goniec.server.received import received_header
 from goniec.server.stream import ClientStream, Interrupted
@@ -83,6 +84,7 @@ class Session:
         options = self.settings.options.get(spec.name, spec.options)
         self.conn = ServerConnection(options, tls_active=implicit)
         self.counted = False
+        self.held: mailauth_step.Held | None = None
         self._reset()
         self.log = ctx.log
         self.messages = 0  # accepted in this session
@@ -103,6 +105,7 @@ class Session:
         self.params = MailParams()
         self.recipients: list[Recipient] = []
         self.writer: MessageWriter | None = None
+        self._drop_held()
         self.store_failed: Reply | None = None
         self.body_bytes = 0
         self.hops: ReceivedCounter | None = None
@@ -187,6 +190,17 @@ class Session:
             self.store_failed = verdict
             await self._abort_message()
             return False
+        held = self.held
+        if held is None and self.writer is None:  # the first chunk
+            held = self.held = mailauth_step.hold(self)
+        if held is not None:
+            await mailauth_step.feed(self, held, data)
+            return False
+        await self.store(data)
+        return False
+
+    async def store(self, data: bytes) -> None:
+        """Append `data` to the stored message, creating it with our Received: first."""
         try:
             writer = self.writer
             if writer is None:
@@ -203,11 +217,18 @@ class Session:
             if not isinstance(exc, SMTPError):
                 self.log.exception("session=%s storing the body failed", self.info.session_id)
             await self._abort_message()
-        return False
 
     async def _on_data_end(self, ev: events.DataEnd) -> bool:
-        if self.writer is None and self.store_failed is None:
+        if self.writer is None and self.held is None and self.store_failed is None:
             await self._on_chunk(events.DataChunk(b""))  # an empty BDAT LAST body
+        held = self.held
+        if held is not None and self.store_failed is None:
+            self.held = None
+            refusal = await mailauth_step.finish(self, held)
+            if refusal is not None:  # logged by mailauth_step; nothing was stored
+                self.conn.respond(refusal)
+                self._reset()
+                return False
         if self.store_failed is not None:
             self.event("reject", stage="data", client=self.info.peer_ip,
                        reply=str(self.store_failed))
@@ -283,7 +304,13 @@ class Session:
         return True
 
     # -- helpers --------------------------------------------------------------------
+    def _drop_held(self) -> None:
+        held, self.held = self.held, None
+        if held is not None:
+            held.release()  # gives its bytes back to the process's mailauth budget
+
     async def _abort_message(self) -> None:
+        self._drop_held()
         writer, self.writer = self.writer, None
         if writer is not None:
             try:

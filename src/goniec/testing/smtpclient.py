@@ -23,7 +23,7 @@ class LineClient:
 
     def reply(self) -> bytes:
         """One whole reply, its lines joined by CRLF (RFC 5321 4.2.1 multi-line form)."""
-        lines = []
+        lines: list[bytes] = []
         while True:
             while b"\r\n" not in self.buf:
                 data = self.sock.recv(65536)
