@@ -152,7 +152,8 @@ def _make_delivery(config: Config, store: Any, ctx: ServerContext) -> Any:
     return build_service(config.delivery, store=store, resolver=resolver,
                          hostname=config.server.hostname, data_dir=config.data_path,
                          directory=lambda: ctx.settings.rules.directory,  # follows reloads
-                         workers=config.worker_count)
+                         workers=config.worker_count,
+                         arc_key=lambda domain, size: ctx.settings.mailauth.arc_key(domain, size))
 
 
 def _make_users(config: Config) -> Any:

@@ -43,6 +43,10 @@ def test_queue_rows() -> None:
     assert b.next_attempt == iso_time(1_795_000_600.0)
     data = json.loads(json.dumps(row.to_json()))
     assert data["recipients"][1]["status"] == "deferred"
+    assert (data["held"], data["hold_reason"]) == (False, "")
+    held = records.with_hold(msg, True, "dmarc quarantine")  # type: ignore[arg-type]
+    [row] = queue_rows([held])
+    assert (row.to_json()["held"], row.to_json()["hold_reason"]) == (True, "dmarc quarantine")
 
 
 def test_open_users(tmp_path: Path) -> None:

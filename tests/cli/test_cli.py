@@ -193,6 +193,20 @@ def test_queue_list_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     assert data[0]["recipients"][1] == {"address": "b@example.test", "status": "deferred",
                                         "attempts": 2, "next_attempt": "2026-11-26T16:10:00Z",
                                         "last_reply": "451 4.4.1"}
+    assert (data[0]["held"], data[0]["hold_reason"]) == (False, "")
+
+
+def test_queue_list_marks_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [QueueRow("Q1", "2026-11-26T16:00:00Z", 12, "a@example.test", (
+        RecipientRow("b@example.test", "pending", 0, None, ""),), True, "dmarc quarantine")]
+    monkeypatch.setattr(climain, "_queue_rows", lambda config: rows)
+    table = run("queue", "list").stdout.splitlines()
+    assert table[1].split() == ["Q1!", "2026-11-26T16:00:00Z", "12", "a@example.test", "held:",
+                                "dmarc", "quarantine"]
+    assert table[2].split() == ["b@example.test", "(pending)"]
+    assert table[-1] == "1 message(s), 1 held (!)"
+    [data] = json.loads(run("queue", "list", "--json").stdout)
+    assert (data["held"], data["hold_reason"]) == (True, "dmarc quarantine")
 
 
 def test_serve_loads_config_and_calls_app_run(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:

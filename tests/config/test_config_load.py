@@ -350,3 +350,24 @@ def test_mailauth_warnings(tmp_path: Path) -> None:
         'mailauth.inbound = "off": dmarc = "enforce" has no effect (no message is checked)']
     on = '[mailauth]\ninbound = "on"\ndmarc = "enforce"\n'
     assert config_warnings(load_config(write(tmp_path, on))) == []
+
+
+def test_arc_flag_needs_an_rsa_key(tmp_path: Path) -> None:
+    from goniec.mailauth.keys import keygen
+    from goniec.server.mailauth_step import build_settings
+
+    keygen(tmp_path / "keys", "example.test", "s2024", "ed25519")
+    key = tmp_path / "keys" / "example.test.s2024.key"
+    message = error_of(tmp_path, dkim_config("keys/example.test.s2024.key") + "arc = true\n")
+    assert message == (f":9: mailauth.dkim[0].arc: DKIM key {str(key)!r} (s2024._domainkey."
+                       "example.test) is Ed25519; arc = true needs an RSA key"), message
+    keygen(tmp_path / "keys", "example.test", "r2024", "rsa")
+    config = load_config(write(tmp_path, dkim_config("keys/example.test.r2024.key")
+                               .replace("s2024", "r2024") + "arc = true\n"))
+    assert config.mailauth.dkim[0].arc
+    settings = build_settings(config)
+    arc_key = settings.arc_key("Example.test", 1000)
+    assert arc_key is not None and arc_key.selector == "r2024"
+    assert settings.arc_key("other.test", 1000) is None
+    assert settings.arc_key("example.test", config.mailauth.max_size + 1) is None  # never checked
+    assert build_settings(load_config(write(tmp_path, ""))).arc_keys == {}

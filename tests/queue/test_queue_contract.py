@@ -341,3 +341,48 @@ def test_delay_notified_survives_an_update(store: QueueStore) -> None:
 def test_list_ids_matches_list_messages(store: QueueStore) -> None:
     qids = [asyncio.run(put(store)) for _ in range(3)]
     assert store.list_ids() == sorted(qids) == [m.id for m in store.list_messages()]
+
+
+def test_commit_held(store: QueueStore) -> None:
+    async def main() -> tuple[str, str]:
+        w = store.new_message()
+        await w.write(BODY)
+        held = await w.commit(envelope(), SESSION, held=True, hold_reason="dmarc quarantine")
+        return held, await put(store)
+
+    held, normal = asyncio.run(main())
+    msg = store.get(held)
+    assert msg is not None and msg.held and msg.hold_reason == "dmarc quarantine"
+    other = store.get(normal)
+    assert other is not None and not other.held and other.hold_reason == ""
+    assert {m.id: m.held for m in store.list_messages()} == {held: True, normal: False}
+
+
+def test_hold_and_release(store: QueueStore) -> None:
+    qid = asyncio.run(put(store, env=envelope("a@x.test", "b@x.test")))
+
+    async def main() -> None:
+        msg = await store.hold(qid, "operator")
+        assert msg.held and msg.hold_reason == "operator"
+        assert store.get(qid) == msg
+        again = await store.hold(qid, "other reason")  # holding again: a new reason
+        assert again.held and again.hold_reason == "other reason"
+        a = msg.recipients[0]
+        # recipient updates keep the hold
+        after = await store.update_recipients(
+            qid, {0: dataclasses.replace(a, status=RecipientStatus.DEFERRED, attempts=1)})
+        assert after.held and after.hold_reason == "other reason"
+        released = await store.release(qid)
+        assert not released.held and released.hold_reason == ""
+        assert released.recipients == after.recipients
+        assert store.get(qid) == released
+        assert await store.release(qid) == released  # not held: unchanged
+        with pytest.raises(MessageNotFound):
+            await store.hold(ids.new_id(), "x")
+        with pytest.raises(MessageNotFound):
+            await store.release(ids.new_id())
+        assert await store.remove(qid) is True
+        with pytest.raises(MessageNotFound):
+            await store.release(qid)
+
+    asyncio.run(main())

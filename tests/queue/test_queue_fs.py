@@ -804,3 +804,39 @@ def test_lease_excludes_other_processes_and_dies_with_holder(fs_store: FsQueueSt
     open(os.path.join(fs_store.lease_dir, qid), "w").close()
     asyncio.run(fs_store.recover())
     assert os.listdir(fs_store.lease_dir) == []
+
+
+def test_hold_survives_reopen(fs_store: FsQueueStore) -> None:
+    async def main() -> tuple[str, str]:
+        w = fs_store.new_message()
+        await w.write(b"hello\r\n")
+        at_commit = await w.commit(envelope(), SESSION, held=True, hold_reason="quarantine")
+        assert fs_store.stats.file_syncs == 1  # held at commit: no second write
+        later = await put(fs_store)
+        await fs_store.hold(later, "operator")
+        return at_commit, later
+
+    at_commit, later = asyncio.run(main())
+    # held at commit: in the embedded record, no .env written
+    assert not (fs_store.root / "queue" / f"{at_commit}.env").exists()
+    other = FsQueueStore(fs_store.root, min_free_space=0)
+    try:
+        a, b = other.get(at_commit), other.get(later)
+        assert a is not None and a.held and a.hold_reason == "quarantine"
+        assert b is not None and b.held and b.hold_reason == "operator"
+        asyncio.run(other.release(at_commit))
+    finally:
+        other.close()
+    third = FsQueueStore(fs_store.root, min_free_space=0)
+    try:
+        a = third.get(at_commit)
+        assert a is not None and not a.held and a.hold_reason == ""
+        assert asyncio.run(third.recover()).corrupt == ()
+    finally:
+        third.close()
+
+
+def test_release_of_a_message_not_held_writes_nothing(fs_store: FsQueueStore) -> None:
+    qid = asyncio.run(put(fs_store))
+    asyncio.run(fs_store.release(qid))
+    assert not (fs_store.root / "queue" / f"{qid}.env").exists()

@@ -150,3 +150,20 @@ def test_invalid_ids(bad: object) -> None:
     if isinstance(bad, str):
         with pytest.raises(ValueError):
             ids.id_time(bad)
+
+
+def test_held_is_written_only_when_set() -> None:
+    msg = records.new_message(ids.new_id(), 1.0, envelope(), SESSION, 5)
+    plain = records.format_record(msg)
+    assert b"held" not in plain  # older readers see exactly what they always saw
+    held = records.with_hold(msg, True, "dmarc quarantine")
+    data = records.format_record(held)
+    head = json.loads(data.split(b"\n")[1])
+    assert head["held"] is True and head["hold_reason"] == "dmarc quarantine"
+    assert records.parse_record(data) == held
+    assert records.parse_record(plain) == msg and not msg.held
+    released = records.with_hold(held, False, "ignored")
+    assert released == msg
+    bad = data.replace(b'"held":true', b'"held":1')
+    with pytest.raises(RecordError):
+        records.parse_record(bad)

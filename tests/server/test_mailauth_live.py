@@ -242,15 +242,24 @@ def test_spoofed_mail_refused_when_enforcing_recorded_when_not(server: ServerPro
     assert b"spf=fail" in ours[0]
 
 
-def test_quarantine_is_stored_and_logged_as_unsupported_hold(server: ServerProcess) -> None:
+def test_quarantine_is_stored_held(server: ServerProcess) -> None:
+    from goniec.queue.fs import FsQueueStore
+
     c = session(server.port, "127.0.0.3", helo="mail.spoofer.invalid")
     qid = queued_id(send(c, "billing@careful.example", "bob@goniec.test",
                            message("billing@careful.example", "invoice")))
     c.close()
     ours = headers(stored(server, qid), "Authentication-Results")
     assert b"dmarc=fail (p=quarantine dis=quarantine)" in ours[0]
+    store = FsQueueStore(server.data_dir / "spool")
+    try:
+        msg = store.get(qid)
+    finally:
+        store.close()
+    assert msg is not None and msg.held and msg.hold_reason == "dmarc quarantine"
     line = wait_log(server, rf"event=mailauth [^\n]*msg={qid}[^\n]*").group(0)
-    assert "action=hold" in line and "hold=unsupported" in line, line
+    assert "action=hold" in line and "unsupported" not in line, line
+    assert wait_log(server, rf"event=queued [^\n]*msg={qid}[^\n]*held=")
 
 
 # --- (c) DKIM signing of our own mail ---------------------------------------------------------------

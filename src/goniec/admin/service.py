@@ -48,6 +48,8 @@ class QueueRow:
     size: int
     sender: str  # "" for the null reverse-path <>
     recipients: tuple[RecipientRow, ...]
+    held: bool = False  # kept in the queue, not delivered, until released
+    hold_reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,5 +69,6 @@ def queue_rows(messages: Iterable[QueuedMessage]) -> list[QueueRow]:
             )
             for r in msg.recipients
         )
-        rows.append(QueueRow(msg.id, iso_time(msg.created), msg.size, msg.envelope.sender, rcpts))
+        rows.append(QueueRow(msg.id, iso_time(msg.created), msg.size, msg.envelope.sender, rcpts,
+                             msg.held, msg.hold_reason))
     return rows

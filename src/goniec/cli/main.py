@@ -232,7 +232,7 @@ def _queue_rows(config: Config) -> list[QueueRow]:
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 def queue_list(config_path: str | None, as_json: bool) -> None:
-    """List queued messages with their recipients' delivery state."""
+    """List queued messages with their recipients' delivery state ("!": held)."""
     config = _load(config_path)
     try:
         rows = _queue_rows(config)
@@ -253,14 +253,18 @@ def _table(rows: list[QueueRow]) -> str:
     for r in rows:
         rcpts = [f"{x.address} ({x.status}" + (f", {x.attempts} tries" if x.attempts else "")
                  + ")" for x in r.recipients] or ["-"]
-        lines.append((r.id, r.created, str(r.size), r.sender or "<>", rcpts[0]))
+        if r.held:  # "!" after the id, as in Postfix's mailq; the reason comes first
+            rcpts.insert(0, "held" + (f": {r.hold_reason}" if r.hold_reason else ""))
+        lines.append((r.id + ("!" if r.held else ""), r.created, str(r.size), r.sender or "<>",
+                      rcpts[0]))
         lines += [("", "", "", "", more) for more in rcpts[1:]]
     widths = [max(len(line[i]) for line in lines) for i in range(4)]
     out = []
     for line in lines:
         cells = [cell.ljust(w) for cell, w in zip(line[:4], widths, strict=True)]
         out.append("  ".join([*cells, line[4]]).rstrip())
-    return "\n".join(out) + f"\n{len(rows)} message(s)"
+    held = sum(r.held for r in rows)
+    return "\n".join(out) + f"\n{len(rows)} message(s)" + (f", {held} held (!)" if held else "")
 
 
 # ------------------------------------------------------------------ sendmail, mailauth

@@ -140,6 +140,10 @@ def check_dkim_keys(config: Config) -> tuple[Loc, str] | None:
             bits = getattr(key, "key_size", 2048)  # RSA; Ed25519 keys have no size
             if bits < 1024:  # RFC 8301 3.2: verifiers must not accept less
                 raise KeyError_(f"an RSA key of {bits} bits; DKIM needs at least 1024 (RFC 8301)")
+            if entry.arc and not hasattr(key, "key_size"):  # ARC is rsa-sha256 only (RFC 8617)
+                return (("mailauth", "dkim", i, "arc"),
+                        f"DKIM key {str(entry.key_file)!r} ({entry.selector}._domainkey."
+                        f"{entry.domain}) is Ed25519; arc = true needs an RSA key")
         except FileNotFoundError:
             return loc, f"DKIM key {str(entry.key_file)!r} does not exist"
         except OSError as exc:

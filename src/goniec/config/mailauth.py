@@ -46,6 +46,7 @@ class DkimKeySection(_Section):
     selector: StrictStr
     key_file: Path
     subdomains: StrictBool = False  # also sign mail From: any subdomain (d= stays `domain`)
+    arc: StrictBool = False  # also ARC-seal mail forwarded for `domain` (RFC 8617; RSA only)
 
     @field_validator("domain")
     @classmethod

@@ -13,6 +13,14 @@ Crash safety lives in the queue: nothing here is durable. After a crash a
 fresh runner rebuilds its schedule from the spool; a message whose attempt was
 cut short is delivered again (at worst a duplicate, never a loss).
 
+Held messages (`QueuedMessage.held`) are never handed to the worker, so they
+are neither delivered nor expired nor bounced while held: like Postfix's hold
+queue, the queue lifetime is only applied once released (a message released
+past it gets one attempt; the worker expires it if that fails temporarily). The runner looks at a
+held message again every `hold_recheck` seconds (by `clock`), under its
+lease, so a release by another process (the CLI) takes effect within that
+time, without re-reading every held record at every scan.
+
 `clock` gives the time the schedule compares against (tests inject one and
 call `run_once()` after moving it); sleeping uses the event loop. Nothing is
 raised out of `run()`: a failing message is logged and retried `error_delay`
@@ -37,7 +45,7 @@ class Runner:
     def __init__(self, store: QueueStore, worker: MessageWorker, *,
                  clock: Callable[[], float] = time.time, scan_interval: float = 1.0,
                  parallel: int = 200, busy_delay: float = 5.0, error_delay: float = 60.0,
-                 stop_grace: float = 10.0) -> None:
+                 stop_grace: float = 10.0, hold_recheck: float = 60.0) -> None:
         self.store = store
         self.worker = worker
         self.clock = clock
@@ -48,6 +56,7 @@ class Runner:
         # After stop, attempts under way get this long to finish; then they are cancelled
         # (a stalled peer could otherwise hold the shutdown for the whole command timeout).
         self.stop_grace = stop_grace
+        self.hold_recheck = hold_recheck  # a held message is looked at again this often
         self._due: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
         self._active: dict[str, asyncio.Task[None]] = {}
@@ -91,8 +100,11 @@ class Runner:
         for queue_id in ids:
             msg = self.store.get(queue_id)
             if msg is not None:
-                out.append((queue_id, _due(msg)))
+                out.append((queue_id, self._due_of(msg)))
         return out
+
+    def _due_of(self, msg: QueuedMessage) -> float:
+        return self.clock() + self.hold_recheck if msg.held else _due(msg)
 
     def _pop_due(self, now: float) -> list[str]:
         out: list[str] = []
@@ -130,6 +142,9 @@ class Runner:
             return
         try:
             msg = self.store.get(queue_id)
+            if msg is not None and msg.held:  # read under the lease: held meanwhile, or still
+                self._set(queue_id, self._due_of(msg))
+                return
             due = None if msg is None else await self.worker.process(msg)
             self._set(queue_id, due)
             self.delivered_passes += 1

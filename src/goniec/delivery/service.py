@@ -38,7 +38,7 @@ from goniec.delivery.schedule import Timing
 from goniec.delivery.session import ClientTimeouts
 from goniec.delivery.smtp_client import ClientPolicy
 from goniec.delivery.transport import SmtpTransport, Transport
-from goniec.delivery.worker import MessageWorker, WorkerSettings
+from goniec.delivery.worker import ArcKeyFor, MessageWorker, WorkerSettings
 from goniec.policy.domains import Domains, RemoteDomain
 from goniec.policy.recipients import Directory, Resolution, resolve
 from goniec.queue.api import QueueStore
@@ -124,12 +124,15 @@ def build_service(delivery: DeliverySection, *, store: QueueStore, resolver: Res
                   hostname: str, data_dir: Path,
                   directory: Directory | Callable[[], Directory],
                   transport: Transport | None = None, workers: int = 1,
-                  clock: Callable[[], float] = time.time) -> DeliveryService:
+                  clock: Callable[[], float] = time.time,
+                  arc_key: ArcKeyFor | None = None) -> DeliveryService:
     """Everything one process needs to deliver. With `workers` processes each running a
     service, each gets its share of the connection limits (leases keep them apart).
 
     `directory` may be a callable giving the current one (after a reload): aliases
-    and forwards then follow it; the routing table is built once, from the first."""
+    and forwards then follow it; the routing table is built once, from the first.
+    `arc_key` gives the key that ARC-seals a copy forwarded for a domain (RFC 8617);
+    None: forwarded copies are never sealed."""
     d = delivery
     paths = d.paths(data_dir)
     if transport is None:
@@ -157,7 +160,7 @@ def build_service(delivery: DeliverySection, *, store: QueueStore, resolver: Res
         delay_without_notify=d.delay_notice_without_notify, ndr_copy_to=d.ndr_copy_to)
     worker = MessageWorker(store, table=routing_table(d, first.domains), transport=transport,
                            local=local, resolve=resolve_fn, badmail=badmail, settings=settings,
-                           clock=clock)
+                           clock=clock, arc_key=arc_key)
     runner = Runner(store, worker, clock=clock, scan_interval=d.scan_interval,
                     parallel=d.parallel)
     pickup = None

@@ -10,8 +10,10 @@ Errors a caller sees from a backend:
 - `SMTPError(R452_STORAGE)` (452 4.3.1) when the disk or quota is full, and
   `SMTPError(R451_LOCAL_ERROR)` (451 4.3.0) for any other local failure, from
   `MessageWriter.write` and `MessageWriter.commit`; the reply goes to the client.
-- `MessageNotFound` (a `KeyError`) from `open_message` and `update_recipients`.
-- `OSError` from `update_recipients` and `remove` when storage fails (the
+- `MessageNotFound` (a `KeyError`) from `open_message`, `update_recipients`,
+  `hold` and `release`.
+- `OSError` from `update_recipients`, `hold`, `release` and `remove` when
+  storage fails (the
   delivery work treats it as temporary and tries again later).
 - `ValueError` for a caller bug (empty envelope, an update that changes a
   recipient's identity).
@@ -24,6 +26,11 @@ store, never blocks, and ends with `Lease.release()` or with the holder's
 process (a crash frees it at once: nothing to expire). Leases are not durable
 state: they protect against two runners delivering one message at once, not
 against a crash, after which the message is simply delivered again.
+
+Held messages: a message committed with `held=True`, or held later with
+`QueueStore.hold`, stays in the queue and is never delivered, expired or
+bounced until `QueueStore.release` (the delivery runner skips it). The flag is
+durable state of the message record, like the recipients' states.
 """
 
 from __future__ import annotations
@@ -103,9 +110,12 @@ class MessageWriter(Protocol):
         """Append `data`. Raises `SMTPError` (452 4.3.1 when storage is full)."""
         ...
 
-    async def commit(self, envelope: Envelope, info: SessionFacts) -> str:
+    async def commit(self, envelope: Envelope, info: SessionFacts, *, held: bool = False,
+                     hold_reason: str = "") -> str:
         """Make the message durable and return its queue id.
 
+        `held`: store it held (not delivered until `QueueStore.release`), with
+        `hold_reason` for the operator; the same one durable write either way.
         When it returns, the message and its envelope are on stable storage
         (files and directories synced), so the caller may answer 250. On
         failure raises `SMTPError` (452 4.3.1 or 451 4.3.0) and leaves nothing
@@ -160,6 +170,24 @@ class QueueStore(Protocol):
 
         The caller must own the message (the delivery lease); the store only
         serializes updates made through this one store object.
+        """
+        ...
+
+    async def hold(self, queue_id: str, reason: str = "") -> QueuedMessage:
+        """Hold a message, durably: no delivery (nor expiry, nor bounce) until released.
+
+        Holding a held message only replaces its reason. Like `update_recipients`,
+        the caller should hold the delivery lease, so that no attempt under way
+        overwrites the record (a runner re-reads it under the lease and skips it).
+        """
+        ...
+
+    async def release(self, queue_id: str) -> QueuedMessage:
+        """Release a held message, durably, for delivery on its recipients' schedule.
+
+        A message that is not held is returned unchanged (nothing is written).
+        Recipients' states are left alone; a message held past the queue
+        lifetime gets one attempt, and a temporary failure then expires it.
         """
         ...
 

@@ -20,7 +20,9 @@ incoming/ itself is never fsynced: nothing there has to survive a crash.
 Later recipient states (`update_recipients`) go to queue/<id>.env (written in
 incoming/, fdatasynced, renamed over the old one, queue/ fsynced); when it
 exists it wins over the record embedded in the message file, which is never
-rewritten. A .env that does not parse makes the message unreadable (it is
+rewritten. `hold`/`release` rewrite the .env the same way (a message
+committed held says so in its embedded record: no second write). A .env that
+does not parse makes the message unreadable (it is
 not silently replaced by the older embedded state, which could send again to
 recipients already delivered).
 
@@ -230,13 +232,36 @@ class FsQueueStore:
     ) -> QueuedMessage:
         if not ids.is_valid(queue_id):
             raise MessageNotFound(queue_id)
-        return await self._locked(queue_id, self._update_sync, queue_id, dict(updates))
+        changes = dict(updates)
+        return await self._locked(queue_id, self._rewrite_sync, queue_id,
+                                  lambda m: records.apply_updates(m, changes))
 
-    def _update_sync(self, queue_id: str, updates: Mapping[int, RecipientState]) -> QueuedMessage:
+    async def hold(self, queue_id: str, reason: str = "") -> QueuedMessage:
+        msg = await self._set_hold(queue_id, True, reason)
+        log.info("queue.held msg=%s reason=%r", queue_id, reason)
+        return msg
+
+    async def release(self, queue_id: str) -> QueuedMessage:
+        msg = await self._set_hold(queue_id, False, "")
+        log.info("queue.released msg=%s", queue_id)
+        return msg
+
+    async def _set_hold(self, queue_id: str, held: bool, reason: str) -> QueuedMessage:
+        if not ids.is_valid(queue_id):
+            raise MessageNotFound(queue_id)
+        return await self._locked(queue_id, self._rewrite_sync, queue_id,
+                                  lambda m: records.with_hold(m, held, reason))
+
+    def _rewrite_sync(self, queue_id: str,
+                      change: Callable[[QueuedMessage], QueuedMessage]) -> QueuedMessage:
+        """Write `change(current record)` as the new .env, durably (unless unchanged)."""
         try:
-            msg = records.apply_updates(self._load(queue_id), updates)
+            old = self._load(queue_id)
         except FileNotFoundError:
             raise MessageNotFound(queue_id) from None
+        msg = change(old)
+        if msg == old:
+            return msg  # nothing to write (e.g. releasing a message that is not held)
         tmp = os.path.join(self.incoming_dir, f"{queue_id}.{ids.new_id()}.upd")
         try:
             fd = fsutil.create_locked(tmp)

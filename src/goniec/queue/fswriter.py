@@ -110,17 +110,19 @@ class FsMessageWriter:
             chunks, self._chunks, self._buffered = self._chunks, [], 0
             await self._run(self._flush_sync, chunks)
 
-    async def commit(self, envelope: Envelope, info: SessionFacts) -> str:
+    async def commit(self, envelope: Envelope, info: SessionFacts, *, held: bool = False,
+                     hold_reason: str = "") -> str:
         await self._settle()
         self._check_open()
-        msg = records.new_message(self._id, self._created, envelope, info, self._size)
+        msg = records.new_message(self._id, self._created, envelope, info, self._size,
+                                  held=held, hold_reason=hold_reason)
         # The record and footer follow the message in the same file and write.
         chunks, self._chunks, self._buffered = self._chunks, [], 0
         chunks += (records.format_record(msg), fsfile.footer(self._size))
         self._state = _COMMITTING
         await self._run(self._commit_sync, chunks)
-        log.debug("queue.committed msg=%s session=%s size=%d nrcpt=%d", self._id,
-                  msg.info.session_id, msg.size, len(msg.recipients))
+        log.debug("queue.committed msg=%s session=%s size=%d nrcpt=%d held=%s", self._id,
+                  msg.info.session_id, msg.size, len(msg.recipients), msg.held)
         return self._id
 
     async def abort(self) -> None:

@@ -62,9 +62,11 @@ class MemoryMessageWriter:
         self._chunks.append(bytes(data))
         self._size += len(data)
 
-    async def commit(self, envelope: Envelope, info: SessionFacts) -> str:
+    async def commit(self, envelope: Envelope, info: SessionFacts, *, held: bool = False,
+                     hold_reason: str = "") -> str:
         self._check()
-        msg = records.new_message(self._id, self._created, envelope, info, self._size)
+        msg = records.new_message(self._id, self._created, envelope, info, self._size,
+                                  held=held, hold_reason=hold_reason)
         if not self._store._has_room(self._size):
             self._error = SMTPError(R452_STORAGE)
             self._chunks.clear()
@@ -142,6 +144,20 @@ class MemoryQueueStore:
         if entry is None:
             raise MessageNotFound(queue_id)
         msg = records.apply_updates(entry[0], updates)
+        self._messages[queue_id] = (msg, entry[1])
+        return msg
+
+    async def hold(self, queue_id: str, reason: str = "") -> QueuedMessage:
+        return self._set_hold(queue_id, True, reason)
+
+    async def release(self, queue_id: str) -> QueuedMessage:
+        return self._set_hold(queue_id, False, "")
+
+    def _set_hold(self, queue_id: str, held: bool, reason: str) -> QueuedMessage:
+        entry = self._messages.get(queue_id)
+        if entry is None:
+            raise MessageNotFound(queue_id)
+        msg = records.with_hold(entry[0], held, reason)
         self._messages[queue_id] = (msg, entry[1])
         return msg
 

@@ -16,9 +16,11 @@ Record format, version 1 (ASCII: JSON escapes everything else)::
     end 2
 
 The first line names the version; a reader refuses versions it does not know.
-Optional recipient keys are written only when they differ from the default
-(`"notified": ["delay"]`), so older readers, which ignore unknown keys, still
-read newer records, and newer readers read older ones.
+Optional keys are written only when they differ from the default (recipient
+`"notified": ["delay"]`; head `"held": true` with `"hold_reason"`), so older
+readers, which ignore unknown keys, still read newer records, and newer
+readers read older ones. (An older *writer* drops keys it does not know when
+it rewrites a record: a held message updated by an older runner is released.)
 The last line, `end <number of recipient lines>`, is written last, so a record
 cut short by a crash (or anything else) never parses.
 """
@@ -115,6 +117,10 @@ class QueuedMessage:
     recipients: tuple[RecipientState, ...]
     info: SubmissionInfo
     size: int  # bytes of the stored message file
+    # Held: kept in the queue, never delivered, expired or bounced, until released
+    # (DMARC quarantine, an operator). Message-wide; the reason is for the CLI and logs.
+    held: bool = False
+    hold_reason: str = ""  # always "" when not held
 
     @property
     def sender(self) -> str:
@@ -127,12 +133,19 @@ class QueuedMessage:
 
 
 def new_message(queue_id: str, created: float, envelope: Envelope, info: SessionFacts,
-                size: int) -> QueuedMessage:
-    """The record of a freshly accepted message: every recipient pending, due now."""
+                size: int, *, held: bool = False, hold_reason: str = "") -> QueuedMessage:
+    """The record of a freshly accepted message: every recipient pending, due now
+    (unless `held`)."""
     if not envelope.recipients:
         raise ValueError("a message needs at least one recipient")
     states = tuple(RecipientState(r) for r in envelope.recipients)
-    return QueuedMessage(queue_id, created, envelope, states, SubmissionInfo.of(info), size)
+    msg = QueuedMessage(queue_id, created, envelope, states, SubmissionInfo.of(info), size)
+    return with_hold(msg, held, hold_reason)
+
+
+def with_hold(msg: QueuedMessage, held: bool, reason: str = "") -> QueuedMessage:
+    """`msg` held (with `reason`) or released; a released message keeps no reason."""
+    return dataclasses.replace(msg, held=held, hold_reason=reason if held else "")
 
 
 def apply_updates(msg: QueuedMessage, updates: Mapping[int, RecipientState]) -> QueuedMessage:
@@ -160,13 +173,17 @@ def _dump(obj: Mapping[str, Any]) -> str:
 
 def format_record(msg: QueuedMessage) -> bytes:
     p = msg.envelope.params
-    head = {
+    head: dict[str, Any] = {
         "id": msg.id, "created": msg.created, "sender": msg.envelope.sender,
         "params": {"size": p.size, "body": p.body, "smtputf8": p.smtputf8, "ret": p.ret,
                    "envid": p.envid, "auth": p.auth},
         "session": msg.info.session_id, "peer_ip": msg.info.peer_ip, "helo": msg.info.helo,
         "auth_user": msg.info.auth_user, "size": msg.size,
     }
+    if msg.held:  # optional keys: absent unless held, so older readers still read it
+        head["held"] = True
+        if msg.hold_reason:
+            head["hold_reason"] = msg.hold_reason
     lines = [f"{MAGIC} {VERSION}", _dump(head)]
     for st in msg.recipients:
         r = st.recipient
@@ -258,8 +275,10 @@ def parse_record(data: bytes) -> QueuedMessage:
     envelope = Envelope(head.text("sender"), tuple(s.recipient for s in states), params)
     info = SubmissionInfo(head.text("session"), head.text("peer_ip"), head.opt_text("helo"),
                           head.opt_text("auth_user"))
+    held = bool(head.get("held", bool)) if "held" in head.obj else False  # optional keys
+    reason = head.text("hold_reason") if held and "hold_reason" in head.obj else ""
     return QueuedMessage(queue_id, head.number("created"), envelope, states, info,
-                         head.count("size"))
+                         head.count("size"), held, reason)
 
 
 def _load(line: str, where: str) -> object:

@@ -12,7 +12,9 @@ Owns, for `session.Session`:
   was held is then stored and the rest streams;
 - `finish`: at the final dot, the checks and `goniec.mailauth.decision`, or
   the signatures, then the bytes to store (our Received:, then
-  Authentication-Results or DKIM-Signature, then the message) or the refusal.
+  Authentication-Results or DKIM-Signature, then the message) or the refusal;
+  a quarantine verdict sets `Session.hold_reason`, so the message is
+  committed held in the queue.
 
 "Ours" is mail from a logged-in client or a client on the relay list (mode
 "only"); everything else is from the internet. The decision rules live in
@@ -52,6 +54,7 @@ log = logging.getLogger("goniec.server")
 SIGN_INLINE = 256 * 1024  # larger messages are signed in a thread: hashing them takes ms
 RETIRE_AFTER = 120.0  # seconds a replaced checker keeps its threads for checks in flight
 _HEADER_END = b"\r\n\r\n"
+HOLD_REASON = "dmarc quarantine"  # the queue's hold reason for a quarantine verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,12 @@ class MailAuthSettings:
     check_arc: bool = True
     spf_time_limit: float = 20.0
     authserv_aliases: tuple[str, ...] = ()
+    arc_keys: Mapping[str, DkimKey] = field(default_factory=dict)  # by forwarding domain
+
+    def arc_key(self, domain: str, size: int) -> DkimKey | None:
+        """The key that ARC-seals a `size`-byte message forwarded for `domain`; None when
+        there is none, or the message is over max_size (so never checked: nothing to seal)."""
+        return self.arc_keys.get(domain.lower().rstrip(".")) if size <= self.max_size else None
 
     @property
     def active(self) -> bool:
@@ -95,6 +104,7 @@ def build_settings(config: Config) -> MailAuthSettings:
     section = config.mailauth
     keys: dict[str, list[DkimKey]] = {}
     parents: dict[str, list[DkimKey]] = {}
+    arc_keys: dict[str, DkimKey] = {}
     if section.dkim:
         from goniec.mailauth.keys import load_dkim_key
 
@@ -103,6 +113,8 @@ def build_settings(config: Config) -> MailAuthSettings:
             keys.setdefault(entry.domain, []).append(key)
             if entry.subdomains:
                 parents.setdefault(entry.domain, []).append(key)
+            if entry.arc:  # load_config has checked it is RSA; the first listed seals
+                arc_keys.setdefault(entry.domain, key)
     return MailAuthSettings(
         inbound=section.inbound == "on",
         policy=InboundPolicy(dmarc=section.dmarc, quarantine=section.quarantine,
@@ -116,6 +128,7 @@ def build_settings(config: Config) -> MailAuthSettings:
         check_arc=section.arc,
         spf_time_limit=section.spf_time_limit,
         authserv_aliases=tuple(sorted(section.authserv_aliases)),
+        arc_keys=arc_keys,
     )
 
 
@@ -309,9 +322,9 @@ async def _check(s: Session, ma: MailAuthSettings, message: bytes) -> Reply | No
                 client=s.info.peer_ip, reply=str(verdict.reply), reason=verdict.reason, **fields)
         return verdict.reply
     await s.store(checker.prepare(message, results))
-    if verdict.action == "hold":
-        # The queue has no hold state yet: the message is stored for delivery.
-        fields.update(hold="unsupported", reason=verdict.reason)
+    if verdict.action == "hold":  # quarantine: queued held, delivered only when released
+        s.hold_reason = HOLD_REASON
+        fields.update(reason=verdict.reason)
     s.event("mailauth", msg=s.writer.queue_id if s.writer else None, action=verdict.action,
             **fields)
     return None

@@ -107,6 +107,7 @@ class Session:
         self.writer: MessageWriter | None = None
         self._drop_held()
         self.store_failed: Reply | None = None
+        self.hold_reason: str | None = None  # store the message held (DMARC quarantine)
         self.body_bytes = 0
         self.hops: ReceivedCounter | None = None
 
@@ -239,7 +240,8 @@ class Session:
         assert writer is not None and self.sender is not None
         envelope = Envelope(self.sender, tuple(self.recipients), self.params)
         try:
-            qid = await writer.commit(envelope, self.info)
+            qid = await writer.commit(envelope, self.info, held=self.hold_reason is not None,
+                                      hold_reason=self.hold_reason or "")
         except SMTPError as exc:
             self.event("reject", stage="data", reply=str(exc.reply), msg=writer.queue_id)
             await self._abort_message()
@@ -257,8 +259,12 @@ class Session:
             return False
         self.messages += 1
         self.session_bytes += self.body_bytes
-        self.event("queued", msg=qid, sender=self.sender, nrcpt=len(self.recipients),
-                    client=self.info.peer_ip)
+        if self.hold_reason is None:
+            self.event("queued", msg=qid, sender=self.sender, nrcpt=len(self.recipients),
+                       client=self.info.peer_ip)
+        else:  # kept in the queue until an operator releases it
+            self.event("queued", msg=qid, sender=self.sender, nrcpt=len(self.recipients),
+                       client=self.info.peer_ip, held=self.hold_reason)
         self.conn.respond(R250_QUEUED.with_text(f"Ok: queued as {qid}"))
         self._reset()
         return False

@@ -93,13 +93,17 @@ class ServerProcess:
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout
+        implicit = {int(item["address"].rsplit(":", 1)[1])
+                    for item in self.config.get("listeners", []) if item.get("tls") == "implicit"}
         for port in self.ports.values():
             while True:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"goniec exited with {self.proc.returncode}:\n{self.log()}")
                 try:
                     with socket.create_connection((self.hosts.get(port, "127.0.0.1"), port),
-                                                  timeout=1):
+                                                  timeout=5) as probe:
+                        if port not in implicit:
+                            self._finish_probe(probe)
                         break
                 except OSError:
                     if time.monotonic() > deadline:
@@ -107,6 +111,16 @@ class ServerProcess:
                         raise RuntimeError(f"goniec did not listen on {port}:\n{self.log()}") from None
                     time.sleep(0.05)
         return self
+
+    @staticmethod
+    def _finish_probe(probe: socket.socket) -> None:
+        """Greeting, QUIT, then wait for the server to close: the probe's session is
+        over (and no longer counted against connection limits) when start() returns."""
+        probe.recv(1024)
+        with contextlib.suppress(OSError):
+            probe.sendall(b"QUIT\r\n")
+            while probe.recv(1024):
+                pass
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
