@@ -134,15 +134,7 @@ def test_user_add_refuses_bad_input(config_file: Path) -> None:
 
 
 def test_user_add_prompts_twice_on_a_tty(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = click.get_text_stream
-
-    def tty_stdin(name: str, *args: object, **kwargs: object) -> object:
-        stream = real(name)  # type: ignore[arg-type]
-        if name == "stdin":
-            monkeypatch.setattr(stream, "isatty", lambda: True, raising=False)
-        return stream
-
-    monkeypatch.setattr(climain.click, "get_text_stream", tty_stdin)
+    monkeypatch.setattr(climain, "_stdin_is_tty", lambda: True)
     result = run("user", "add", "alice", "-c", str(config_file), input="one\ntwo\npw\npw\n")
     assert result.exit_code == 0, result.output
     assert "do not match" in result.output

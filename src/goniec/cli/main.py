@@ -146,12 +146,15 @@ def user() -> None:
     """Manage SMTP AUTH users (the users file)."""
 
 
+def _stdin_is_tty() -> bool:
+    return sys.stdin.isatty()
+
+
 def _read_password(from_stdin: bool) -> str:
-    stdin = click.get_text_stream("stdin")
-    if not from_stdin and stdin.isatty():
+    if not from_stdin and _stdin_is_tty():
         value: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
         return value
-    line = stdin.readline()
+    line = sys.stdin.readline()
     return line.removesuffix("\n").removesuffix("\r")
 
 
