@@ -18,7 +18,6 @@ timeouts and anything odd 451 4.4.3; MX hosts that do not resolve 451 4.4.4
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from goniec.delivery.destination import SmartHost, Target
 from goniec.delivery.outcome import soften
 from goniec.delivery.resolver import LookupFailed
 from goniec.errors import Reply
+from goniec.policy.addresses import literal_address
 
 DEFAULT_TIMEOUT = 10.0  # seconds for one query, retries included
 DEFAULT_MAX_ADDRESSES = 10  # Postfix's smtp_mx_address_limit is 5; IPv6+IPv4 doubles it
@@ -58,16 +58,13 @@ def _fail(code: int, enhanced: str, text: str) -> LookupFailed:
 
 
 def _literal(domain: str) -> str | None:
-    """The address inside an RFC 5321 4.1.3 address literal, or None."""
-    if not (domain.startswith("[") and domain.endswith("]")):
+    """The address inside an RFC 5321 4.1.3 address literal, or None for a name."""
+    if not domain.startswith("["):
         return None
-    inner = domain[1:-1]
-    if inner[:5].lower() == "ipv6:":
-        inner = inner[5:]
-    try:
-        return str(ipaddress.ip_address(inner))
-    except ValueError:
-        raise _fail(550, "5.1.2", f"bad address literal {domain}") from None
+    address = literal_address(domain)  # the one parser of literals (policy.addresses)
+    if address is None:
+        raise _fail(550, "5.1.2", f"bad address literal {domain}")
+    return str(address)
 
 
 class MxResolver:
