@@ -91,7 +91,7 @@ def test_dump_shows_effective_values(tmp_path: Path) -> None:
     assert data["timeouts"]["command"] == 0.5 and data["timeouts"]["data_block"] == 180
     assert set(data) == {"server", "listeners", "tls", "auth", "limits", "timeouts", "domains",
                          "relay", "queue", "access", "rates", "peers", "dns", "delivery",
-                         "mailauth"}
+                         "mailauth", "admin", "log"}
 
 
 def test_round_trip_with_dkim_keys(tmp_path: Path) -> None:

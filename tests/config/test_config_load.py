@@ -155,7 +155,7 @@ ERRORS = [
     ('[sever]\nhostname = "x"\n', ':1: sever: unknown section (did you mean "server"?)'),
     ("top = 1\n", ":1: top: unknown key (known keys: server, listeners, tls, auth, limits,"
                   " timeouts, domains, relay, queue, access, recipients, remote_domains, rates,"
-                  " peers, dns, delivery, mailauth)"),
+                  " peers, dns, delivery, mailauth, admin, log)"),
     ('[server]\nworkers = "two"\n', ':2: server.workers: must be a number from 1 to 1024 or "auto" (got "two")'),
     ('[limits]\nconnections = "5"\n', ':2: limits.connections: must be an integer (got "5")'),
     ("[limits]\nconnections = -1\n", ":2: limits.connections: must be >= 0 (got -1)"),

@@ -72,3 +72,55 @@ def queue_rows(messages: Iterable[QueuedMessage]) -> list[QueueRow]:
         rows.append(QueueRow(msg.id, iso_time(msg.created), msg.size, msg.envelope.sender, rcpts,
                              msg.held, msg.hold_reason))
     return rows
+
+
+# --------------------------------------------------------------------------- the facade
+# CONTRACT (being implemented this session; see the method docstrings). Every
+# admin surface calls these and nothing else: web pages and /api/v1
+# (goniec.admin.web), and the CLI through the control socket (goniec.admin.control).
+
+
+class Admin:
+    """The one implementation of every admin action (DESIGN.md: admin.service).
+
+    Built by app.py inside the running server (with its live `runtime`), or by
+    the CLI with `runtime=None` when the server is down (then only the queue
+    listing and showing work; live actions raise `ServerDown`).
+    All methods are async; blocking file work runs in threads.
+    """
+
+    # status and control -------------------------------------------------------
+    async def status(self) -> Any:  # contract.Status
+        raise NotImplementedError
+
+    async def sessions(self) -> Any:  # list[contract.SessionRow], every worker's
+        raise NotImplementedError
+
+    async def disconnect(self, session_id: str) -> bool:
+        """Close one session (421 4.3.2 to the client); False when no such session."""
+        raise NotImplementedError
+
+    async def pause(self) -> None:
+        """Stop accepting new mail (new connections get 421 4.3.2); delivery goes on."""
+        raise NotImplementedError
+
+    async def resume(self) -> None:
+        raise NotImplementedError
+
+    async def reload(self) -> None:
+        """Re-read the config file (as SIGHUP)."""
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """Graceful stop: finish sessions in flight, then exit (as SIGTERM)."""
+        raise NotImplementedError
+
+    # queue ----------------------------------------------------------------------
+    async def queue_list(self, flt: Any) -> list[QueueRow]:  # flt: contract.QueueFilter
+        raise NotImplementedError
+
+    async def queue_show(self, queue_id: str) -> Any:  # a MessageView (admin.queue_ops)
+        raise NotImplementedError
+
+    async def queue_action(self, action: str, flt: Any) -> Any:  # -> contract.ActionResult
+        raise NotImplementedError

@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from goniec.config.admin import AdminSection, LogSection
 from goniec.config.delivery import DeliverySection
 from goniec.config.mailauth import MailauthSection
 from goniec.config.sections import (
@@ -335,6 +336,8 @@ class Config(BaseModel):
     dns: DnsSection = DnsSection()
     delivery: DeliverySection = Field(default_factory=dict, validate_default=True)
     mailauth: MailauthSection = MailauthSection()
+    admin: AdminSection = AdminSection()
+    log: LogSection = LogSection()
 
     @field_validator("recipients", "remote_domains", mode="before")
     @classmethod
@@ -371,6 +374,12 @@ class Config(BaseModel):
             # the server reads, and dump_config prints, is the effective one.
             auth = self.auth.model_copy(update={"users_file": self.server.data_dir / "users"})
             self.__dict__["auth"] = auth
+        data = self.server.data_dir
+        admin_paths = {"users_file": data / "admin-users", "tokens_file": data / "admin-tokens",
+                       "control_socket": data / "run" / "control.sock"}
+        missing = {k: v for k, v in admin_paths.items() if getattr(self.admin, k) is None}
+        if missing:
+            self.__dict__["admin"] = self.admin.model_copy(update=missing)
         return self
 
     # Helpers the server uses -------------------------------------------------
