@@ -25,7 +25,8 @@ MessageState = Literal["held", "deferred", "active", "done"]
 
 class _Row:
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
+        out: dict[str, Any] = asdict(self)  # type: ignore[call-overload]
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
