@@ -152,6 +152,10 @@ class ServerSection(_Section):
     log_file: Path | None = None
     log_level: LogLevel = "info"
     greeting: StrictStr = ""
+    # Started as root (to bind ports below 1024): switch to this user and group
+    # once the sockets are bound and the files are ready. "" = stay as started.
+    user: StrictStr = ""
+    group: StrictStr = ""  # "" = the user's primary group
 
     @field_validator("hostname", mode="after")
     @classmethod
