@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from goniec.config import Config
-from goniec.config.mailauth import DkimKeySection
+from goniec.config.mailauth import DkimKeySection, MailauthDomainSection
 from goniec.config.schema import Listener
 from goniec.config.sections import RecipientTableSection, RemoteDomainSection
 
@@ -19,6 +19,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     '[recipients."<domain>"]': RecipientTableSection,
     '[remote_domains."<domain>"]': RemoteDomainSection,
     "[[mailauth.dkim]]": DkimKeySection,
+    '[mailauth.domains."<domain>"]': MailauthDomainSection,
 }
 
 

@@ -371,3 +371,31 @@ def test_arc_flag_needs_an_rsa_key(tmp_path: Path) -> None:
     assert settings.arc_key("other.test", 1000) is None
     assert settings.arc_key("example.test", config.mailauth.max_size + 1) is None  # never checked
     assert build_settings(load_config(write(tmp_path, ""))).arc_keys == {}
+
+
+def test_mailauth_domain_policies(tmp_path: Path) -> None:
+    from goniec.config.load import config_warnings
+    from goniec.mailauth.decision import InboundPolicy
+    from goniec.server.mailauth_step import build_settings
+
+    text = ('[domains]\nlocal = ["example.test"]\naliases = {"alias.test" = "example.test"}\n'
+            '[mailauth]\ninbound = "on"\nquarantine = "accept"\n'
+            '[mailauth.domains."Example.TEST"]\ndmarc = "enforce"\n'
+            '[mailauth.domains."remote.test"]\nspf_fail = "reject"\n')
+    config = load_config(write(tmp_path, text))
+    assert set(config.mailauth.domains) == {"example.test", "remote.test"}
+    assert config_warnings(config) == [
+        'mailauth.domains."remote.test": not in domains.local, so no mail is checked under'
+        " this policy"]
+    ma = build_settings(config)
+    strict = InboundPolicy(dmarc="enforce", quarantine="accept")
+    assert ma.policy_for(["a@example.test"]) == strict
+    assert ma.policy_for(["a@ALIAS.test"]) == strict  # follows its target domain
+    assert ma.policy_for(["a@other.test"]) == ma.policy == InboundPolicy(quarantine="accept")
+    both = ma.policy_for(["a@other.test", "b@remote.test", "c@example.test"])
+    assert both == InboundPolicy(dmarc="enforce", quarantine="accept", spf_fail="reject")
+    twice = '[mailauth.domains."a.test"]\n[mailauth.domains."A.test"]\n'
+    assert "is listed twice" in error_of(tmp_path, twice)
+    off = load_config(write(tmp_path, '[mailauth.domains."a.test"]\ndmarc = "enforce"\n'))
+    assert config_warnings(off)[-1] == ('mailauth.inbound = "off": [mailauth.domains] has no'
+                                         " effect (no message is checked)")

@@ -67,3 +67,15 @@ def test_temporary_errors_defer_when_asked(spf: str, dmarc: str, code: str) -> N
     assert (verdict.reply.code, verdict.reply.enhanced) == (451, code)
     assert inbound_decision(results(spf="temperror", dmarc="pass"),
                             InboundPolicy(temperror="defer")).action == "accept"
+
+
+def test_strictest_takes_the_strictest_choice_of_each_key() -> None:
+    from goniec.mailauth.decision import strictest
+
+    assert strictest([]) == InboundPolicy()
+    one = InboundPolicy(dmarc="enforce")
+    assert strictest([one]) is one
+    merged = strictest([InboundPolicy(dmarc="enforce", quarantine="accept"),
+                        InboundPolicy(spf_fail="reject", temperror="defer")])
+    assert merged == InboundPolicy(dmarc="enforce", quarantine="hold", spf_fail="reject",
+                                   temperror="defer")

@@ -41,10 +41,11 @@ def session(port: int, source: str, helo: str = "client.good.example") -> LineCl
     return c
 
 
-def send(c: LineClient, sender: str, rcpt: str, message: bytes) -> bytes:
+def send(c: LineClient, sender: str, rcpt: str | list[str], message: bytes) -> bytes:
     """One transaction with DATA; the reply to the final dot."""
     assert c.cmd(f"MAIL FROM:<{sender}>").startswith(b"250")
-    assert c.cmd(f"RCPT TO:<{rcpt}>").startswith(b"250")
+    for one in [rcpt] if isinstance(rcpt, str) else rcpt:
+        assert c.cmd(f"RCPT TO:<{one}>").startswith(b"250")
     assert c.cmd("DATA").startswith(b"354")
     c.send(re.sub(rb"(?m)^\.", b"..", message) + b".\r\n")
     return c.reply()
@@ -162,7 +163,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, zone: ZoneServer,
         workdir,
         listeners=[{"name": "smtp", "tls": "none", "auth": "optional"}],
         auth={"allow_plaintext": True},
-        domains={"local": ["goniec.test"]},
+        domains={"local": ["goniec.test", "lenient.test"]},
         relay={"networks": ["127.0.0.1"]},
         dns={"nameservers": ["127.0.0.1"], "port": zone.port, "timeout": 2},
         mailauth={"inbound": "on", "dmarc": "enforce", "max_size": "1MB", "memory": "2MB"},
@@ -260,6 +261,30 @@ def test_quarantine_is_stored_held(server: ServerProcess) -> None:
     line = wait_log(server, rf"event=mailauth [^\n]*msg={qid}[^\n]*").group(0)
     assert "action=hold" in line and "unsupported" not in line, line
     assert wait_log(server, rf"event=queued [^\n]*msg={qid}[^\n]*held=")
+
+
+def test_policy_per_recipient_domain_strictest_wins(server: ServerProcess) -> None:
+    spoof = message("ceo@strict.example", "per-domain")
+    table = 'mailauth.domains."goniec.test"'
+    server.config["mailauth"]["dmarc"] = "record"
+    server.config[table] = {"dmarc": "enforce"}
+    try:
+        reload(server)
+        c = session(server.port, "127.0.0.3", helo="mail.spoofer.invalid")
+        qid = queued_id(send(c, "ceo@strict.example", "carol@lenient.test", spoof))
+        assert c.cmd("RSET").startswith(b"250")
+        refused = send(c, "ceo@strict.example", "bob@goniec.test", spoof)
+        assert refused.startswith(b"550 5.7.1"), refused
+        assert c.cmd("RSET").startswith(b"250")
+        both = send(c, "ceo@strict.example", ["carol@lenient.test", "bob@goniec.test"], spoof)
+        assert both.startswith(b"550 5.7.1"), both  # one reply for the message: strictest
+        c.close()
+    finally:
+        server.config["mailauth"]["dmarc"] = "enforce"
+        del server.config[table]
+        reload(server)
+    ours = headers(stored(server, qid), "Authentication-Results")
+    assert b"dmarc=fail (p=reject dis=reject)" in ours[0]
 
 
 # --- (c) DKIM signing of our own mail ---------------------------------------------------------------

@@ -180,7 +180,7 @@ def config_warnings(config: Config) -> list[str]:
                 or "postmaster" in table.aliases or "postmaster" in table.forwards):
             out.append(f"recipients.{name}: no postmaster entry; mail to postmaster@{name} is"
                        " accepted (RFC 5321 4.5.1) and goes to the mailbox \"postmaster\"")
-    out += mailauth_warnings(config.mailauth)
+    out += mailauth_warnings(config.mailauth, config.local_domains | frozenset(config.domains.aliases))
     return out
 
 

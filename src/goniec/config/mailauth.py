@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     StrictBool,
     StrictStr,
     ValidationInfo,
@@ -74,6 +75,15 @@ class DkimKeySection(_Section):
         return path
 
 
+class MailauthDomainSection(_Section):
+    """The inbound policy for mail TO one local domain; unset keys follow [mailauth]."""
+
+    dmarc: Literal["record", "enforce"] | None = None
+    quarantine: Literal["hold", "accept"] | None = None
+    spf_fail: Literal["record", "reject"] | None = None
+    temperror: Literal["accept", "defer"] | None = None
+
+
 class MailauthSection(_Section):
     """Sender authentication: checks on mail from the internet, DKIM signing of ours."""
 
@@ -93,6 +103,23 @@ class MailauthSection(_Section):
     max_size: Size = parse_size("10MB")  # larger messages are neither checked nor signed
     memory: Size = parse_size("100MB")  # bodies held at once by one worker process
     dkim: tuple[DkimKeySection, ...] = ()
+    domains: dict[str, MailauthDomainSection] = Field(default_factory=dict)
+
+    @field_validator("domains", mode="before")
+    @classmethod
+    def _domain_keys(cls, v: object) -> object:
+        if not isinstance(v, dict):
+            return v  # pydantic reports the type
+        out: dict[str, object] = {}
+        for key, body in v.items():
+            try:
+                name = normalize_domain(str(key))
+            except ValueError as exc:
+                raise SchemaValueError(f"{quote(str(key))} {exc}", (str(key),)) from None
+            if name in out:
+                raise SchemaValueError(f"{quote(str(key))} is listed twice", (str(key),))
+            out[name] = body
+        return out
 
     @field_validator("dkim", mode="before")
     @classmethod
@@ -124,16 +151,27 @@ class MailauthSection(_Section):
         return bool(self.dkim)
 
 
-def mailauth_warnings(section: MailauthSection) -> list[str]:
+def mailauth_warnings(section: MailauthSection,
+                      local_domains: frozenset[str] | None = None) -> list[str]:
     """Valid settings that do nothing, for `config check` and the start-up log."""
+    out = []
+    if local_domains is not None:
+        # The policy is chosen by the recipient's domain: only mail we accept as
+        # local is ever checked under it (relayed mail comes from our own clients).
+        out += [f'mailauth.domains."{name}": not in domains.local, so no mail is checked'
+                " under this policy" for name in sorted(section.domains)
+                if name not in local_domains]
     if section.inbound == "on":
-        return []
+        return out
     idle = [f"{k} = {quote(getattr(section, k))}" for k, default in (
         ("dmarc", "record"), ("spf_fail", "record"), ("temperror", "accept"))
         if getattr(section, k) != default]
-    if not idle:
-        return []
-    return [f'mailauth.inbound = "off": {", ".join(idle)} has no effect (no message is checked)']
+    if section.domains:
+        idle.append("[mailauth.domains]")
+    if idle:
+        out.append(f'mailauth.inbound = "off": {", ".join(idle)} has no effect (no message is'
+                   " checked)")
+    return out
 
 
-__all__ = ["DkimKeySection", "MailauthSection", "mailauth_warnings"]
+__all__ = ["DkimKeySection", "MailauthDomainSection", "MailauthSection", "mailauth_warnings"]

@@ -13,6 +13,8 @@ then keep the message in the queue for an operator), reject (550) or defer
 - spf_fail "reject": refuse an SPF fail of MAIL FROM (550 5.7.23, RFC 7372
   3.2), except when DMARC passes (RFC 7489 10.1: an early SPF refusal would
   drop mail that DMARC, through DKIM, authenticates).
+- Per recipient domain ([mailauth.domains."<domain>"]): `strictest` merges
+  the policies of a message's recipients' domains.
 - temperror "defer": a temporary DNS failure of SPF or DMARC answers 451, so
   the sender retries (DESIGN 1.5); the default accepts and records it.
 
@@ -22,6 +24,7 @@ R550_SPF_FAIL (RFC 7372 3.2), R451_SPF_TEMP, R451_DMARC_TEMP.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,7 +33,7 @@ from goniec.mailauth.outcome import InboundResults
 from goniec.replies import R451_DMARC_TEMP, R451_SPF_TEMP, R550_DMARC_REJECT, R550_SPF_FAIL
 
 __all__ = ["ACCEPT", "R451_DMARC_TEMP", "R451_SPF_TEMP", "R550_DMARC_REJECT", "R550_SPF_FAIL",
-           "InboundPolicy", "Verdict", "inbound_decision"]
+           "InboundPolicy", "Verdict", "inbound_decision", "strictest"]
 
 Action = Literal["accept", "hold", "reject", "defer"]
 
@@ -55,6 +58,27 @@ class Verdict:
 
 
 ACCEPT = Verdict("accept")
+
+
+def strictest(policies: Iterable[InboundPolicy]) -> InboundPolicy:
+    """One policy for a message whose recipients' domains choose differently.
+
+    After DATA there is one reply for the whole message (RFC 5321 4.2.5 leaves
+    per-recipient replies to LMTP), so the strictest choice of each key wins:
+    a domain that asked to refuse spoofed mail is never overruled by one that
+    only records. An empty iterable gives the default (record only).
+    """
+    out = list(policies)
+    if not out:
+        return InboundPolicy()
+    if len(out) == 1:
+        return out[0]
+    return InboundPolicy(
+        dmarc="enforce" if any(p.dmarc == "enforce" for p in out) else "record",
+        quarantine="hold" if any(p.quarantine == "hold" for p in out) else "accept",
+        spf_fail="reject" if any(p.spf_fail == "reject" for p in out) else "record",
+        temperror="defer" if any(p.temperror == "defer" for p in out) else "accept",
+    )
 
 
 def inbound_decision(results: InboundResults, policy: InboundPolicy) -> Verdict:

@@ -28,19 +28,21 @@ cannot be signed is stored unsigned, with a warning.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from goniec.errors import Reply
-from goniec.mailauth.decision import InboundPolicy, inbound_decision
+from goniec.mailauth.decision import InboundPolicy, inbound_decision, strictest
 from goniec.mailauth.dnsview import DnsSettings
 from goniec.policy.client import client_listed
 from goniec.policy.rules import Rules
 from goniec.replies import R451_LOCAL_ERROR
 
 if TYPE_CHECKING:
+    from goniec.config.mailauth import MailauthDomainSection
     from goniec.config.schema import Config
     from goniec.mailauth.inbound import InboundChecker
     from goniec.mailauth.keys import DkimKey
@@ -73,6 +75,15 @@ class MailAuthSettings:
     spf_time_limit: float = 20.0
     authserv_aliases: tuple[str, ...] = ()
     arc_keys: Mapping[str, DkimKey] = field(default_factory=dict)  # by forwarding domain
+    domain_policies: Mapping[str, InboundPolicy] = field(default_factory=dict)  # by rcpt domain
+
+    def policy_for(self, recipients: Iterable[str]) -> InboundPolicy:
+        """The inbound policy for a message to `recipients` (addresses): each domain's
+        own ([mailauth.domains]) or the global one, merged strictest-first."""
+        if not self.domain_policies:
+            return self.policy
+        domains = {r.rpartition("@")[2].lower().rstrip(".") for r in recipients}
+        return strictest({self.domain_policies.get(d, self.policy) for d in domains})
 
     def arc_key(self, domain: str, size: int) -> DkimKey | None:
         """The key that ARC-seals a `size`-byte message forwarded for `domain`; None when
@@ -115,10 +126,11 @@ def build_settings(config: Config) -> MailAuthSettings:
                 parents.setdefault(entry.domain, []).append(key)
             if entry.arc:  # load_config has checked it is RSA; the first listed seals
                 arc_keys.setdefault(entry.domain, key)
+    global_policy = InboundPolicy(dmarc=section.dmarc, quarantine=section.quarantine,
+                                  spf_fail=section.spf_fail, temperror=section.temperror)
     return MailAuthSettings(
         inbound=section.inbound == "on",
-        policy=InboundPolicy(dmarc=section.dmarc, quarantine=section.quarantine,
-                             spf_fail=section.spf_fail, temperror=section.temperror),
+        policy=global_policy,
         keys={d: tuple(k) for d, k in keys.items()},
         parent_keys={d: tuple(k) for d, k in parents.items()},
         max_size=section.max_size,
@@ -129,7 +141,23 @@ def build_settings(config: Config) -> MailAuthSettings:
         spf_time_limit=section.spf_time_limit,
         authserv_aliases=tuple(sorted(section.authserv_aliases)),
         arc_keys=arc_keys,
+        domain_policies=_domain_policies(config, global_policy),
     )
+
+
+def _domain_policies(config: Config, base: InboundPolicy) -> dict[str, InboundPolicy]:
+    """[mailauth.domains] by name; an alias domain follows the domain it points to
+    unless it has its own table."""
+    out = {name: _domain_policy(base, entry) for name, entry in config.mailauth.domains.items()}
+    for alias, target in config.domains.aliases.items():
+        if alias not in out and target in out:
+            out[alias] = out[target]
+    return out
+
+
+def _domain_policy(base: InboundPolicy, entry: MailauthDomainSection) -> InboundPolicy:
+    changes = {k: v for k, v in entry.model_dump().items() if v is not None}
+    return dataclasses.replace(base, **changes)
 
 
 class MailAuthRuntime:
@@ -315,7 +343,7 @@ async def _check(s: Session, ma: MailAuthSettings, message: bytes) -> Reply | No
         s.log.exception("session=%s mailauth checks failed", s.info.session_id)
         s.event("reject", stage="mailauth", client=s.info.peer_ip, reply=str(R451_LOCAL_ERROR))
         return R451_LOCAL_ERROR
-    verdict = inbound_decision(results, ma.policy)
+    verdict = inbound_decision(results, ma.policy_for(r.address for r in s.recipients))
     fields = summary(results)
     if verdict.reply is not None:  # reject or defer: nothing is stored
         s.event("reject", stage="mailauth", action=verdict.action, sender=s.sender,
