@@ -188,3 +188,27 @@ def test_large_body_in_many_pieces_stays_bounded() -> None:
     [done] = [e for e in pair.pump() if isinstance(e, TransactionDone)]
     assert done.replies == (r.R250_QUEUED,)
     assert body_of(pair.server.events) == normalised(piece) * 40
+
+
+# --- lines over 998 octets (RFC 5321 4.5.3.1.6) are folded with CRLF SPACE ------------------
+_long_bodies = st.lists(st.sampled_from([b"x" * 700, b"y" * 998, b"z" * 999, b"ab", b"\r\n",
+                                         b"\n", b"\r"]), max_size=12).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=_long_bodies, cuts=st.lists(st.integers(0, 5000), max_size=8))
+def test_long_lines_are_folded_at_998_and_unfold_to_the_body(body: bytes, cuts: list[int]) -> None:
+    lines = LineNormaliser()
+    out = b"".join(lines.feed(p) for p in pieces(body, cuts)) + lines.finish()
+    assert all(len(line) <= 998 for line in out.split(b"\r\n")), [len(x) for x in out.split(b"\r\n")]
+    # The body has no line starting with a space: every CRLF SPACE is one we inserted.
+    assert out.replace(b"\r\n ", b"") == normalised(body)
+    assert lines.size == len(out)
+
+
+def test_folding_can_be_switched_off_and_short_lines_are_untouched() -> None:
+    long = b"h" * 2500 + b"\r\n"
+    assert LineNormaliser(max_line=0).feed(long) == long
+    folded = LineNormaliser().feed(long)
+    assert folded == b"h" * 998 + b"\r\n " + b"h" * 997 + b"\r\n " + b"h" * 505 + b"\r\n"
+    assert LineNormaliser().feed(b"short\r\nlines\r\n") == b"short\r\nlines\r\n"

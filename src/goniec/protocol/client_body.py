@@ -10,6 +10,12 @@ end of data at the next hop (the SMTP smuggling class), and the next hop gets
 the same octets whether DATA or BDAT carries them. A body that does not end
 with CRLF gets one (RFC 5321 4.1.1.4: the end of data follows a CRLF); BDAT
 does the same, so both paths deliver identical octets. No I/O, no exceptions.
+
+Line length: RFC 5321 4.5.3.1.6 and RFC 5322 2.1.1 allow at most 998 octets
+before the CRLF, and a receiver may refuse longer lines. A longer stored line
+is broken by inserting CRLF SPACE (the fold of RFC 5322 2.2.3: a header stays
+one header, and a MIME body part is damaged least), as Postfix's
+smtp_line_length_limit does.
 """
 
 from __future__ import annotations
@@ -17,18 +23,22 @@ from __future__ import annotations
 import re
 
 _LINE_END_RE = re.compile(rb"\r\n|\r|\n")
+MAX_LINE = 998  # octets before CRLF (RFC 5321 4.5.3.1.6, RFC 5322 2.1.1)
+_FOLD = b"\r\n "
 
 
 class LineNormaliser:
     """CRLF-normalises a body given in pieces; a CR at the end of a piece waits
     for the next one, since it may be the first half of a CRLF split in two."""
 
-    __slots__ = ("_cr", "size", "_last")
+    __slots__ = ("_cr", "size", "_last", "_col", "max_line")
 
-    def __init__(self) -> None:
+    def __init__(self, max_line: int = MAX_LINE) -> None:
         self._cr = False
         self.size = 0  # normalised octets emitted so far
         self._last = 10  # last octet emitted; LF means "at the start of a line"
+        self._col = 0  # octets of the current (unfinished) line emitted so far
+        self.max_line = max_line  # 0 = no limit
 
     @property
     def at_line_start(self) -> bool:
@@ -41,19 +51,51 @@ class LineNormaliser:
         if data.endswith(b"\r"):
             data = data[:-1]
             self._cr = True
-        crlf = data.count(b"\r\n")
+        lines = data.split(b"\r\n")
+        crlf = len(lines) - 1
         if data.count(b"\r") != crlf or data.count(b"\n") != crlf:
             data = _LINE_END_RE.sub(b"\r\n", data)
+            lines = data.split(b"\r\n")
+        limit = self.max_line
+        if limit and (self._col + len(lines[0]) > limit or max(map(len, lines)) > limit):
+            data = self._fold(lines, limit)
+        elif len(lines) > 1:
+            self._col = len(lines[-1])
+        else:
+            self._col += len(data)
         if data:
             self.size += len(data)
             self._last = data[-1]
         return data
+
+    def _fold(self, lines: list[bytes], limit: int) -> bytes:
+        """Break every line longer than `limit` with CRLF SPACE; track the column."""
+        out = []
+        col = self._col
+        for i, line in enumerate(lines):
+            if i:
+                col = 0
+            room = limit - col
+            if len(line) <= room:
+                out.append(line)
+                col += len(line)
+                continue
+            parts = [line[:room]]
+            pos = room
+            while pos < len(line):  # each continuation: SPACE + limit - 1 octets
+                parts.append(line[pos:pos + limit - 1])
+                pos += limit - 1
+            out.append(_FOLD.join(parts))
+            col = 1 + len(parts[-1]) if len(parts) > 1 else col + len(parts[0])
+        self._col = col
+        return b"\r\n".join(out)
 
     def finish(self) -> bytes:
         """The rest: a held-back CR becomes CRLF; a last line without CRLF gets one."""
         if self._cr or not self.at_line_start:
             self._cr = False
             self._last = 10
+            self._col = 0
             self.size += 2
             return b"\r\n"
         return b""
