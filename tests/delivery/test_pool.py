@@ -133,3 +133,55 @@ def test_a_connection_that_died_while_idle_is_replaced() -> None:
         await pool.close()
 
     run(main())
+
+
+def test_waiters_are_served_in_order_one_wake_per_release_and_cancel_is_safe() -> None:
+    async def main() -> None:
+        pool = ConnectionPool(max_connections=3, max_per_destination=1)
+        tries = 0
+        real_try = pool._try
+
+        def counting_try(name: str, key: object) -> object:
+            nonlocal tries
+            tries += 1
+            return real_try(name, key)
+
+        pool._try = counting_try  # type: ignore[method-assign,assignment]
+        first = await pool.acquire("a.test")
+        order: list[int] = []
+
+        async def wait(i: int) -> None:
+            lease = await pool.acquire("a.test")
+            order.append(i)
+            await asyncio.sleep(0)
+            await pool.release(lease, None)
+
+        tasks = [asyncio.create_task(wait(i)) for i in range(50)]
+        await asyncio.sleep(0.01)
+        cancelled = tasks.pop(10)
+        cancelled.cancel()  # a waiter that goes away leaks no slot
+        other = await pool.acquire("b.test")  # another destination is not held up
+        tries = 0
+        await pool.release(first, None)
+        await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        assert order == [i for i in range(50) if i != 10]
+        assert tries < 3 * 50, tries  # not every waiter on every release
+        await pool.release(other, None)
+        assert pool.open_connections == 0 and not pool._waiters
+
+    run(main())
+
+
+def test_total_limit_hands_room_to_another_destination() -> None:
+    async def main() -> None:
+        pool = ConnectionPool(max_connections=1, max_per_destination=1)
+        held = await pool.acquire("a.test")
+        waiting = asyncio.create_task(pool.acquire("b.test"))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        await pool.release(held, None)
+        lease = await asyncio.wait_for(waiting, 2)
+        assert lease.name == "b.test" and pool.open_connections == 1
+        await pool.release(lease, None)
+
+    run(main())

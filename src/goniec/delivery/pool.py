@@ -51,7 +51,8 @@ class ConnectionPool:
         self._per: dict[str, int] = {}
         # (name, key) -> idle sessions, oldest first, each with its expiry timer
         self._idle: dict[_IdleKey, deque[tuple[SmtpSession, asyncio.TimerHandle]]] = {}
-        self._waiters: list[asyncio.Future[None]] = []
+        # destination -> its waiting acquirers (route key, future), first come first
+        self._waiters: dict[str, deque[tuple[Hashable, asyncio.Future[Lease]]]] = {}
         self._closers: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -63,21 +64,32 @@ class ConnectionPool:
         return sum(len(q) for (n, _), q in self._idle.items() if name is None or n == name)
 
     async def acquire(self, name: str, key: Hashable = None) -> Lease:
-        """A slot for `name`, waiting while the limits are reached."""
-        while True:
+        """A slot for `name`, waiting while the limits are reached.
+
+        Waiters are served first come, first served, per destination: a freed
+        slot is handed to the next waiter of its destination (then, when the
+        total limit allows, to the heads of the others), so a release wakes one
+        task, not every waiting one.
+        """
+        if not self._waiters.get(name):  # nobody queued before us for this name
             lease = self._try(name, key)
             if lease is not None:
                 return lease
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
+        waiter: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(name, deque()).append((key, waiter))
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # handed a slot as we were cancelled
+                lease = waiter.result()
+                self._give_back(lease, lease.session)
+            raise
 
     async def release(self, lease: Lease, session: SmtpSession | None) -> None:
         """End the lease; a usable session under its message limit stays for reuse."""
+        self._give_back(lease, session)
+
+    def _give_back(self, lease: Lease, session: SmtpSession | None) -> None:
         if (session is not None and not self._closed and session.usable
                 and session.messages < self.max_messages):
             idle_key = (lease.name, lease.key)
@@ -88,7 +100,7 @@ class ConnectionPool:
             if session is not None:
                 self._close(session)
             self._free(lease.name)
-        self._wake()
+        self._wake(lease.name)
 
     async def close(self) -> None:
         """QUIT every idle session and wait (bounded by the quit timeouts)."""
@@ -143,7 +155,7 @@ class ConnectionPool:
         for i, (s, _) in enumerate(queue):
             if s is session:
                 self._drop_idle(idle_key, i)
-                self._wake()
+                self._wake(idle_key[0])
                 return
 
     def _free(self, name: str) -> None:
@@ -159,7 +171,27 @@ class ConnectionPool:
         self._closers.add(task)
         task.add_done_callback(self._closers.discard)
 
-    def _wake(self) -> None:
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+    def _wake(self, name: str) -> None:
+        """Hand freed room to waiters: `name`'s first, then, while the total
+        limit (or an idle session to close) leaves room, the other destinations'."""
+        self._serve(name)
+        for other in list(self._waiters):
+            if self._total >= self.max_connections and not self._idle:
+                break
+            if other != name:
+                self._serve(other)
+
+    def _serve(self, name: str) -> None:
+        queue = self._waiters.get(name)
+        while queue:
+            key, waiter = queue[0]
+            if waiter.done():  # its task was cancelled while waiting
+                queue.popleft()
+                continue
+            lease = self._try(name, key)
+            if lease is None:
+                break
+            queue.popleft()
+            waiter.set_result(lease)
+        if not queue:
+            self._waiters.pop(name, None)
