@@ -295,11 +295,19 @@ class FsQueueStore:
             return False
         # Durable before the .env goes: a crash must never leave the message file
         # alone, with its embedded record saying every recipient is pending.
+        # A message never updated (delivered at its first attempt: the usual
+        # case) has no .env, and its removal need not be durable: after a crash
+        # it is delivered again, a duplicate at worst, never a loss (as Postfix,
+        # which does not sync its unlinks either).
+        try:
+            os.stat(env)
+        except FileNotFoundError:
+            return True
         self._queue_syncer.sync()
         try:
             os.unlink(env)
         except FileNotFoundError:
-            pass  # never updated
+            pass  # removed meanwhile
         except OSError as exc:  # the message is gone; recovery deletes the leftover
             log.warning("queue.remove_leftover msg=%s error=%r", queue_id, exc)
         return True
