@@ -23,10 +23,11 @@ import asyncio
 import ipaddress
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-import httpx
+if TYPE_CHECKING:  # imported when a token source is made: ~5 MB per process otherwise
+    import httpx
 
 DEFAULT_LIFETIME = 300.0  # seconds, when the endpoint gives no expires_in (RFC 6749 5.1)
 
@@ -70,6 +71,8 @@ class ClientCredentialsTokens:
         self._scope = scope
         self._method = auth_method
         self._margin = refresh_margin
+        import httpx
+
         self._own_client = client is None
         self._client = client or httpx.AsyncClient(timeout=timeout, verify=verify,
                                                    trust_env=trust_env)
@@ -103,6 +106,8 @@ class ClientCredentialsTokens:
             await self._client.aclose()
 
     async def _fetch(self) -> str:
+        import httpx
+
         form = {"grant_type": "client_credentials"}
         if self._scope:
             form["scope"] = self._scope
