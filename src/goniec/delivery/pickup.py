@@ -41,6 +41,7 @@ from pathlib import Path
 from goniec.delivery.badmail import Badmail
 from goniec.errors import SMTPError
 from goniec.model import Envelope, MailParams, Recipient
+from goniec.obs import track
 from goniec.queue import ids
 from goniec.queue.api import QueueStore, SubmissionInfo
 from goniec.queue.submit import local_received, submit
@@ -249,6 +250,8 @@ class PickupFolder:
                     os.rename(path, self.folder / original)
             return
         path.unlink(missing_ok=True)
+        track.received(qid, listener="pickup", size=len(msg.data), sender=msg.sender,
+                       recipients=msg.recipients)
         log.info("pickup.queued file=%s msg=%s from=<%s> nrcpt=%d", original, qid, msg.sender,
                  len(msg.recipients))
         if self.on_queued is not None:

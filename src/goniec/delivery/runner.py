@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 
 from goniec.delivery.worker import MessageWorker
+from goniec.obs import track, trail
 from goniec.queue.api import QueuedMessage, QueueStore
 
 log = logging.getLogger("goniec.delivery")
@@ -148,8 +149,9 @@ class Runner:
             due = None if msg is None else await self.worker.process(msg)
             self._set(queue_id, due)
             self.delivered_passes += 1
-        except Exception:
+        except Exception as exc:
             log.exception("runner.attempt_failed msg=%s retry_in=%s", queue_id, self.error_delay)
+            track.error(queue_id, exc, self.clock() + self.error_delay)
             self._set(queue_id, self.clock() + self.error_delay)
         finally:
             lease.release()
@@ -206,6 +208,7 @@ class Runner:
                 for task in pending:
                     task.cancel()
                 await asyncio.wait(pending)
+        trail.current().flush()  # the last lines of this process, before the loop ends
 
 
 def _due(msg: QueuedMessage) -> float:

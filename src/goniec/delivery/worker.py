@@ -35,6 +35,7 @@ from goniec.delivery.smtp_client import OutboundMessage
 from goniec.delivery.transport import Transport
 from goniec.errors import Reply, SMTPError
 from goniec.model import Envelope, MailParams, Recipient
+from goniec.obs import track
 from goniec.policy.recipients import Resolution
 from goniec.queue.api import QueuedMessage, QueueStore, SubmissionInfo
 from goniec.queue.submit import local_received, submit
@@ -113,6 +114,7 @@ class MessageWorker:
             decisions[i] = decide(msg.recipients[i], results[i], created=msg.created, now=now,
                                   timing=timing, local=i in local,
                                   delay_without_notify=self.settings.delay_without_notify)
+        track.outcomes(msg, decisions, now)
         await self._reports(msg, decisions, now, local)
         finished = all(st.status.is_final or (i in decisions and decisions[i].state.status.is_final)
                        for i, st in enumerate(msg.recipients))
@@ -139,6 +141,7 @@ class MessageWorker:
                            msg.envelope.params)
             out = OutboundMessage(env, lambda: self.store.open_message(msg.id), msg.size, msg.id)
             got = await self.transport.send(hop, out)
+            track.attempt(msg.id, got)
             for i, res in zip(pending, got, strict=True):
                 results[i] = res
             # IIS "attempt direct delivery first": what MX could not take now goes to the
@@ -162,6 +165,7 @@ class MessageWorker:
                 results[i] = RecipientResult(rcpt, DeliveryStatus.DEFERRED, reply)
             log.info("delivery.local msg=%s rcpt=%s status=%s reply=%r", msg.id, rcpt.address,
                      results[i].status, str(results[i].reply))
+            track.attempt(msg.id, [results[i]])
 
     async def _deliver_local(self, msg: QueuedMessage, rcpt: Recipient) -> RecipientResult:
         if self.resolve is None:
@@ -264,6 +268,7 @@ class MessageWorker:
                            header=lambda q: local_received(host, "delivery status", q, now))
         log.info("delivery.report msg=%s kind=%s report=%s to=%s rcpts=%s", msg.id, kind, qid,
                  msg.sender, ",".join(e.address for e in entries))
+        track.report(msg.id, kind, qid, msg.sender)
 
     def _build(self, msg: QueuedMessage, kind: Report, entries: list[bounce.ReportEntry],
                now: float, subject: str | None) -> bytes:

@@ -4,7 +4,12 @@ Owns the line format and where lines go (stderr, or a file reopened after
 logrotate moves it: `WatchedFileHandler`). A line looks like
 `2026-11-26T16:00:00.123Z info goniec.server event=rcpt session=abc rcpt=a@b result="250 2.1.5"`.
 Any record, including plain `logger.info("text")` calls and tracebacks, stays
-on one line: newlines are escaped. Raises ValueError for an unknown level name.
+on one line: newlines are escaped. `[log] format` may ask for JSON lines or the
+W3C extended format instead (goniec.obs.formats), and `[log] rotate` for
+rotation by size or by day with concurrent-log-handler, which several worker
+processes can share (a lock file next to the log). `setup_from_config` and
+`trail_from_config` turn the config into these. Raises ValueError for an
+unknown level name, format or rotation.
 """
 
 from __future__ import annotations
@@ -14,7 +19,11 @@ import logging.handlers
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from goniec.config.schema import Config
+    from goniec.obs.trail import Trail
 
 _HANDLER_MARK = "_goniec_handler"
 
@@ -105,23 +114,52 @@ def parse_level(level: str | int) -> int:
     return value
 
 
+DEFAULT_MAX_SIZE = 100 * 1000 * 1000
+DEFAULT_KEEP = 14
+
+
 def setup_logging(
-    level: str | int = "info", log_file: Path | None = None, *, stream: TextIO | None = None
+    level: str | int = "info", log_file: Path | None = None, *, stream: TextIO | None = None,
+    format: str = "line", rotate: str = "none", max_size: int = DEFAULT_MAX_SIZE,
+    keep: int = DEFAULT_KEEP, hostname: str = "",
 ) -> logging.Handler:
     """Send all logging to stderr (or `stream`), or to `log_file` when given.
 
-    Installs one handler on the root logger with `LineFormatter`; calling it
-    again replaces the handler it installed before, so it is safe to call twice.
-    Creates the log file's directory. Returns the handler.
+    format: "line" (`LineFormatter`), "json" or "w3c" (goniec.obs.formats; the
+    W3C header starts every new file, after rotation too). rotate (files only):
+    "none" (`WatchedFileHandler`: logrotate moves the file, we reopen it),
+    "size" (at `max_size` bytes) or "daily" (at UTC midnight), keeping `keep`
+    rotated files. hostname: the W3C s-computername (default: the node name).
+    Installs one handler on the root logger; calling it again replaces the
+    handler it installed before, so it is safe to call twice. Creates the log
+    file's directory. Returns the handler.
     """
+    from goniec.obs import formats
+
     numeric = parse_level(level)
+    if format not in ("line", "json", "w3c"):
+        raise ValueError(f"unknown log format {format!r}")
+    if rotate not in ("none", "size", "daily"):
+        raise ValueError(f"unknown log rotation {rotate!r}")
+    formatter: logging.Formatter
+    if format == "json":
+        formatter = formats.JsonFormatter()
+    elif format == "w3c":
+        formatter = formats.W3CFormatter(hostname)
+    else:
+        formatter = LineFormatter()
     handler: logging.Handler
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
+        handler = _file_handler(log_file, rotate, max_size, keep)
+        if isinstance(formatter, formats.W3CFormatter):
+            formats.add_header(handler, formatter.header)
     else:
-        handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(LineFormatter())
+        out = stream if stream is not None else sys.stderr
+        handler = logging.StreamHandler(out)
+        if isinstance(formatter, formats.W3CFormatter):
+            out.write(formatter.header() + "\n")
+    handler.setFormatter(formatter)
     setattr(handler, _HANDLER_MARK, True)
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -131,3 +169,47 @@ def setup_logging(
     root.addHandler(handler)
     root.setLevel(numeric)
     return handler
+
+
+def _file_handler(path: Path, rotate: str, max_size: int, keep: int) -> logging.Handler:
+    if rotate == "none":
+        return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+    from concurrent_log_handler import (
+        ConcurrentRotatingFileHandler,
+        ConcurrentTimedRotatingFileHandler,
+    )
+
+    if rotate == "size":
+        return ConcurrentRotatingFileHandler(str(path), maxBytes=max_size, backupCount=keep,
+                                             encoding="utf-8")
+    # Daily at UTC midnight (the lines' times are UTC too): goniec.log.YYYY-MM-DD.
+    handler: logging.Handler = ConcurrentTimedRotatingFileHandler(
+        str(path), when="midnight", utc=True, backupCount=keep, encoding="utf-8")
+    return handler
+
+
+def setup_from_config(config: Config, *, stream: TextIO | None = None) -> logging.Handler:
+    """`setup_logging` from server.log_level, server.log_file and the [log] section."""
+    section = config.log
+    return setup_logging(config.server.log_level, config.log_path, stream=stream,
+                         format=section.format, rotate=section.rotate,
+                         max_size=section.max_size, keep=section.keep,
+                         hostname=config.server.hostname)
+
+
+def trail_from_config(config: Config) -> Trail | None:
+    """The per-message trail in data_dir/trail, made this process's `trail.current()`;
+    None (and the trail off) when `[log] trail = false`. Calling it again with the
+    same settings returns the trail already in place."""
+    from goniec.obs import trail
+
+    if not config.log.trail:
+        trail.set_current(None)
+        return None
+    directory, days = config.data_path / "trail", config.log.trail_days
+    now = trail.current()
+    if isinstance(now, trail.Trail) and now.directory == directory and now.days == days:
+        return now
+    made = trail.Trail(directory, days)
+    trail.set_current(made)
+    return made

@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from goniec.errors import Reply
+from goniec.obs import metrics
 from goniec.policy.client import check_connect, check_helo
 from goniec.policy.login import check_login, failed_login
 from goniec.policy.transaction import MailFacts, RcptFacts, check_mail, check_rcpt
@@ -52,6 +53,7 @@ async def on_connected(s: Session, ev: events.Connected) -> bool:
     ctx = s.ctx
     if not ctx.counter.try_open(s.info.peer_ip):
         s.event("reject", stage="connect", reason="too many connections", client=s.info.peer_ip)
+        metrics.current().rejected(R421_TOO_MANY_CONNECTIONS)
         s.conn.respond(with_hostname(R421_TOO_MANY_CONNECTIONS, ctx.hostname))
         return False
     s.counted = True
@@ -65,6 +67,7 @@ async def on_connected(s: Session, ev: events.Connected) -> bool:
     if reply is not None:
         s.event("reject", stage="connect", client=s.info.peer_ip, reply=str(reply),
                 rdns=s.reverse.status)
+        metrics.current().rejected(reply)
         s.conn.respond(reply)
         return False
     text = f"{ctx.hostname} ESMTP"
@@ -80,6 +83,7 @@ async def on_helo(s: Session, ev: events.Helo) -> bool:
     if reply is not None:
         s.event("reject", stage="helo", helo=ev.name[:80], client=s.info.peer_ip,
                 reply=str(reply))
+        metrics.current().rejected(reply)
         s.conn.respond(reply)
         return False
     s.info.helo = ev.name
@@ -99,6 +103,7 @@ async def on_auth(s: Session, ev: events.AuthCredentials) -> bool:
     if gate is not None:
         s.event("auth", level=logging.WARNING, user=ev.username, mechanism=ev.mechanism,
                 result="refused", client=s.info.peer_ip, reply=str(gate))
+        metrics.current().rejected(gate)
         s.conn.respond(gate)
         return False
     users = ctx.users
@@ -125,6 +130,7 @@ async def on_auth(s: Session, ev: events.AuthCredentials) -> bool:
     s.event("auth", level=logging.WARNING, user=ev.username, mechanism=ev.mechanism,
             result="failed", client=s.info.peer_ip, failures=round(failures, 1),
             delay=verdict.delay)
+    metrics.current().auth_failed(ev.mechanism)
     if verdict.lock_until:
         ctx.rates.lock(ip_key, now, verdict.lock_until)
         s.event("lockout", level=logging.WARNING, client=s.info.peer_ip, key=s.rate_key,
@@ -162,6 +168,7 @@ async def on_mail(s: Session, ev: events.MailFrom) -> bool:
     else:
         s.event("reject", stage="mail", sender=ev.sender, client=s.info.peer_ip, user=user,
                 reply=str(reply))
+        metrics.current().rejected(reply)
     s.conn.respond(reply)
     return False
 
@@ -177,5 +184,6 @@ async def on_rcpt(s: Session, ev: events.RcptTo) -> bool:
     else:
         s.event("reject", stage="rcpt", sender=s.sender, rcpt=rcpt.address,
                 client=s.info.peer_ip, user=s.info.auth_user, reply=str(reply))
+        metrics.current().rejected(reply)
     s.conn.respond(reply)
     return False

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from goniec.errors import Reply, SMTPError
 from goniec.model import Envelope, MailParams, Recipient, SessionInfo
+from goniec.obs import metrics, track
 from goniec.obs.log import log_event
 from goniec.policy.addresses import IPAddress, plain_ip
 from goniec.policy.hops import ReceivedCounter
@@ -123,6 +124,7 @@ class Session:
         ctx = self.ctx
         self.event("connect", client=self.info.peer_ip, port=self.info.peer_port,
                     listener=self.spec.name, tls=self.info.tls_version or "no")
+        metrics.current().session_opened(self.spec.name)
         try:
             await self._loop()
         except (ConnectionError, OSError) as exc:
@@ -133,6 +135,7 @@ class Session:
         except Exception:
             self.log.exception("session=%s unexpected error", self.info.session_id)
         finally:
+            metrics.current().session_closed(self.spec.name, self.info.tls_version)
             self.ctx.sessions.discard(self)
             await self._abort_message()
             if self.counted:
@@ -227,12 +230,14 @@ class Session:
             self.held = None
             refusal = await mailauth_step.finish(self, held)
             if refusal is not None:  # logged by mailauth_step; nothing was stored
+                metrics.current().rejected(refusal)
                 self.conn.respond(refusal)
                 self._reset()
                 return False
         if self.store_failed is not None:
             self.event("reject", stage="data", client=self.info.peer_ip,
                        reply=str(self.store_failed))
+            metrics.current().rejected(self.store_failed)
             self.conn.respond(self.store_failed)
             self._reset()
             return False
@@ -244,6 +249,7 @@ class Session:
                                       hold_reason=self.hold_reason or "")
         except SMTPError as exc:
             self.event("reject", stage="data", reply=str(exc.reply), msg=writer.queue_id)
+            metrics.current().rejected(exc.reply)
             await self._abort_message()
             self.conn.respond(exc.reply)
             self._reset()
@@ -255,10 +261,15 @@ class Session:
             await self._abort_message()
             self.conn.respond(R451_LOCAL_ERROR)
             self.event("reject", stage="data", reply=str(R451_LOCAL_ERROR), error=str(exc))
+            metrics.current().rejected(R451_LOCAL_ERROR)
             self._reset()
             return False
         self.messages += 1
         self.session_bytes += self.body_bytes
+        track.received(qid, listener=self.spec.name, size=self.body_bytes, sender=self.sender,
+                       recipients=[r.address for r in self.recipients],
+                       client=self.info.peer_ip, session=self.info.session_id,
+                       held=self.hold_reason)
         if self.hold_reason is None:
             self.event("queued", msg=qid, sender=self.sender, nrcpt=len(self.recipients),
                        client=self.info.peer_ip)
@@ -272,6 +283,7 @@ class Session:
     # -- information ----------------------------------------------------------------
     async def _on_rejected(self, ev: events.MessageRejected) -> bool:
         self.event("reject", stage="data", reply=str(ev.reply), client=self.info.peer_ip)
+        metrics.current().rejected(ev.reply)
         await self._abort_message()
         self._reset()
         return False
