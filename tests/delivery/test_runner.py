@@ -315,3 +315,51 @@ def test_held_message_is_delivered_after_release(tmp_path: Path, sink: Peer) -> 
     run(main())
     [got] = sink.received
     assert got.rcpts == ["ok1@dest.test"] and got.data == BODY
+
+
+def test_retry_now_reschedules_a_deferred_message(tmp_path: Path, sink: Peer) -> None:
+    from goniec.admin.contract import QueueFilter
+    from goniec.admin.queue_ops import apply
+
+    async def main() -> None:
+        h = Harness(tmp_path, {"dest.test": sink.port})
+        qid = await h.put("defer1@dest.test")
+        await settle(h)  # deferred: the next attempt is 15 minutes away
+        msg = h.store.get(qid)
+        assert msg is not None and msg.recipients[0].attempts == 1
+        # An operator's "retry now": the record says "due now", then the runner is told.
+        result = await apply(h.store, "retry", QueueFilter(ids=(qid,)), h.clock())
+        assert result.done == [qid]
+        assert h.runner.reschedule([qid]) == 1
+        await h.runner.run_once()
+        msg = h.store.get(qid)
+        assert msg is not None and msg.recipients[0].attempts == 2, msg.recipients
+        await h.close()
+    run(main())
+
+
+def test_offered_message_is_due_at_once_and_shares_split_scanned_ones(tmp_path: Path,
+                                                                         sink: Peer) -> None:
+    async def main() -> None:
+        h = Harness(tmp_path, {"dest.test": sink.port})
+        h.runner.share_index, h.runner.share_count = 0, 2
+        ids = [await h.put(f"ok{i}@dest.test") for i in range(12)]
+        await h.runner.scan()
+        now = h.clock()
+        mine = {q for q in ids if h.runner._mine(q)}
+        assert 0 < len(mine) < len(ids)  # a hash split, both sides get some
+        due = dict(h.runner._due)
+        assert all(due[q] <= now for q in mine)
+        assert all(due[q] >= now + h.runner.share_grace - 1 for q in set(ids) - mine)
+        await h.runner.run_once()  # only its own share is due now
+        assert len(sink.received) == len(mine)
+        h.clock.advance(h.runner.share_grace)  # the other runner's share, if it never came
+        await h.runner.run_once()
+        assert len(sink.received) == len(ids)
+        fresh = await h.put("ok-new@dest.test")
+        h.runner.offer(fresh)  # accepted by this process: due now whoever owns it
+        assert h.runner._due[fresh] <= h.clock()
+        await h.runner.run_once()
+        assert len(sink.received) == len(ids) + 1
+        await h.close()
+    run(main())

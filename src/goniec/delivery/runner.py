@@ -21,6 +21,14 @@ held message again every `hold_recheck` seconds (by `clock`), under its
 lease, so a release by another process (the CLI) takes effect within that
 time, without re-reading every held record at every scan.
 
+New mail reaches the runner of the process that accepted it at once
+(`offer`, called after the commit), without a scan. With several runners on
+one spool (`share` = (index, count)), a message found by a scan belongs to
+one runner by a hash of its id; the others schedule it `share_grace` seconds
+later than its due time, so normally only its owner takes it, and a stuck or
+dead owner's messages are still delivered. An operator's "retry now" reaches
+every runner through `reschedule`.
+
 `clock` gives the time the schedule compares against (tests inject one and
 call `run_once()` after moving it); sleeping uses the event loop. Nothing is
 raised out of `run()`: a failing message is logged and retried `error_delay`
@@ -33,7 +41,8 @@ import asyncio
 import heapq
 import logging
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterable
 
 from goniec.delivery.worker import MessageWorker
 from goniec.obs import track, trail
@@ -46,7 +55,8 @@ class Runner:
     def __init__(self, store: QueueStore, worker: MessageWorker, *,
                  clock: Callable[[], float] = time.time, scan_interval: float = 1.0,
                  parallel: int = 200, busy_delay: float = 5.0, error_delay: float = 60.0,
-                 stop_grace: float = 10.0, hold_recheck: float = 60.0) -> None:
+                 stop_grace: float = 10.0, hold_recheck: float = 60.0,
+                 share: tuple[int, int] = (0, 1), share_grace: float = 5.0) -> None:
         self.store = store
         self.worker = worker
         self.clock = clock
@@ -58,6 +68,8 @@ class Runner:
         # (a stalled peer could otherwise hold the shutdown for the whole command timeout).
         self.stop_grace = stop_grace
         self.hold_recheck = hold_recheck  # a held message is looked at again this often
+        self.share_index, self.share_count = share
+        self.share_grace = share_grace
         self._due: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
         self._active: dict[str, asyncio.Task[None]] = {}
@@ -78,6 +90,29 @@ class Runner:
         """Look at the spool now (a message was just queued in this process)."""
         self._rescan = True
         self._wake.set()
+
+    def offer(self, queue_id: str) -> None:
+        """A message this process has just queued: due now, no scan needed."""
+        if queue_id not in self._due and queue_id not in self._active:
+            self._set(queue_id, self.clock())
+            self._wake.set()
+
+    def reschedule(self, ids: Iterable[str]) -> int:
+        """Make these messages due now (an operator's "retry"); how many were known
+        or new. An attempt under way is left alone: it records its own outcome."""
+        now = self.clock()
+        count = 0
+        for queue_id in ids:
+            if queue_id not in self._active:
+                self._set(queue_id, now)
+                count += 1
+        if count:
+            self._wake.set()
+        return count
+
+    def _mine(self, queue_id: str) -> bool:
+        return (self.share_count <= 1
+                or zlib.crc32(queue_id.encode()) % self.share_count == self.share_index)
 
     @property
     def scheduled(self) -> int:
@@ -101,7 +136,10 @@ class Runner:
         for queue_id in ids:
             msg = self.store.get(queue_id)
             if msg is not None:
-                out.append((queue_id, self._due_of(msg)))
+                due = self._due_of(msg)
+                if not self._mine(queue_id):
+                    due = max(due, self.clock()) + self.share_grace
+                out.append((queue_id, due))
         return out
 
     def _due_of(self, msg: QueuedMessage) -> float:

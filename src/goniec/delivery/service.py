@@ -106,6 +106,10 @@ class DeliveryService:
     def wake(self) -> None:
         self.runner.wake()
 
+    def queued(self, queue_id: str) -> None:
+        """A message this process has just accepted: deliver it without waiting for a scan."""
+        self.runner.offer(queue_id)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver (and scan the Pickup folder) until `stop` is set, then close connections."""
         tasks = [asyncio.ensure_future(self.runner.run(stop))]
@@ -124,7 +128,7 @@ def build_service(delivery: DeliverySection, *, store: QueueStore, resolver: Res
                   hostname: str, data_dir: Path,
                   directory: Directory | Callable[[], Directory],
                   transport: Transport | None = None, workers: int = 1,
-                  clock: Callable[[], float] = time.time,
+                  worker_index: int = 0, clock: Callable[[], float] = time.time,
                   arc_key: ArcKeyFor | None = None) -> DeliveryService:
     """Everything one process needs to deliver. With `workers` processes each running a
     service, each gets its share of the connection limits (leases keep them apart).
@@ -162,7 +166,7 @@ def build_service(delivery: DeliverySection, *, store: QueueStore, resolver: Res
                            local=local, resolve=resolve_fn, badmail=badmail, settings=settings,
                            clock=clock, arc_key=arc_key)
     runner = Runner(store, worker, clock=clock, scan_interval=d.scan_interval,
-                    parallel=d.parallel)
+                    parallel=d.parallel, share=(worker_index, max(1, workers)))
     pickup = None
     if paths.pickup_dir is not None:
         pickup = PickupFolder(paths.pickup_dir, store, badmail, hostname=hostname,

@@ -73,3 +73,4 @@ class ServerContext:
     sessions: set[Any] = field(default_factory=set)  # live Session objects
     tasks: set[Any] = field(default_factory=set)  # their asyncio tasks
     mailauth: MailAuthRuntime | None = None  # the checker and held-body budget of this process
+    queued: Callable[[str], None] | None = None  # told each accepted queue id (the runner)

@@ -273,6 +273,8 @@ class Session:
         if self.hold_reason is None:
             self.event("queued", msg=qid, sender=self.sender, nrcpt=len(self.recipients),
                        client=self.info.peer_ip)
+            if self.ctx.queued is not None:
+                self.ctx.queued(qid)  # this process's runner delivers it without a scan
         else:  # kept in the queue until an operator releases it
             self.event("queued", msg=qid, sender=self.sender, nrcpt=len(self.recipients),
                        client=self.info.peer_ip, held=self.hold_reason)
