@@ -83,13 +83,14 @@ async def fill(spool: Path, count: int, domains: int) -> None:
         store.close()
 
 
-async def drain(spool: Path, port: int, reuse: bool) -> float:
+async def drain(spool: Path, port: int, reuse: bool, workers: int = 1, index: int = 0) -> float:
     store = FsQueueStore(spool, min_free_space=0)
     d = DeliverySection.model_validate({
         "mx_tls": "none", "parallel": 400, "connections_per_destination": 20,
         "messages_per_connection": 100 if reuse else 1, "scan_interval": 0.5})
     service = build_service(d, store=store, resolver=SinkResolver(port), hostname="bench.test",
-                            data_dir=spool.parent, directory=Directory())
+                            data_dir=spool.parent, directory=Directory(), workers=workers,
+                            worker_index=index)
     stop = asyncio.Event()
     start = time.perf_counter()
     task = asyncio.ensure_future(service.runner.run(stop))
@@ -103,14 +104,34 @@ async def drain(spool: Path, port: int, reuse: bool) -> float:
     return elapsed
 
 
-def goniec_case(workdir: Path, port: int, count: int, domains: int, reuse: bool) -> float:
-    spool = workdir / f"spool-{'reuse' if reuse else 'noreuse'}"
-    asyncio.run(fill(spool, count, domains))
+def _run_drain(spool: Path, port: int, reuse: bool, workers: int = 1, index: int = 0) -> float:
     try:
         import uvloop
-        return uvloop.run(drain(spool, port, reuse))
+        return uvloop.run(drain(spool, port, reuse, workers, index))
     except ImportError:
-        return asyncio.run(drain(spool, port, reuse))
+        return asyncio.run(drain(spool, port, reuse, workers, index))
+
+
+def goniec_case(workdir: Path, port: int, count: int, domains: int, reuse: bool,
+                processes: int = 1) -> float:
+    """Seconds to empty the spool with `processes` runners, each in its own process with
+    its share of the spool and of the connection limits, as `goniec serve` runs one
+    runner per worker process (`server.workers`)."""
+    spool = workdir / f"spool-{'reuse' if reuse else 'noreuse'}-{processes}"
+    asyncio.run(fill(spool, count, domains))
+    if processes == 1:
+        return _run_drain(spool, port, reuse)
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_run_drain, args=(spool, port, reuse, processes, i))
+             for i in range(processes)]
+    start = time.perf_counter()
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(600)
+    return time.perf_counter() - start
 
 
 def postfix_case(workdir: Path, sink_port: int, count: int, domains: int) -> float:
@@ -169,14 +190,19 @@ def main() -> None:
     ap.add_argument("--workdir", default="/var/tmp")
     ap.add_argument("--json")
     ap.add_argument("--skip-postfix", action="store_true")
+    ap.add_argument("--processes", type=int, default=os.cpu_count() or 1,
+                    help="runner processes for the extra case (default: CPUs, as workers=auto)")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="goniec-deliver-", dir=args.workdir))
     os.chmod(workdir, 0o755)  # postfix daemons must traverse to their queue
     results: dict[str, object] = {"count": args.count, "domains": args.domains}
     sink, port = start_sink(workdir)
     try:
-        for name, reuse in (("goniec (connection reuse)", True), ("goniec (no reuse)", False)):
-            secs = goniec_case(workdir, port, args.count, args.domains, reuse)
+        cases = [("goniec (connection reuse)", True, 1), ("goniec (no reuse)", False, 1)]
+        if args.processes > 1:
+            cases.append((f"goniec ({args.processes} workers, reuse)", True, args.processes))
+        for name, reuse, procs in cases:
+            secs = goniec_case(workdir, port, args.count, args.domains, reuse, procs)
             results[name] = round(args.count / secs, 1)
             print(f"{name:28s} {args.count / secs:9.1f} msg/s  ({secs:.2f} s)", flush=True)
         if not args.skip_postfix:

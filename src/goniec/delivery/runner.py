@@ -125,8 +125,17 @@ class Runner:
         for gone in [q for q in self._due if q not in present and q not in self._active]:
             del self._due[gone]
         new = [q for q in ids if q not in self._due and q not in self._active]
-        if new:
-            loaded = await asyncio.to_thread(self._load, new)
+        if self.share_count > 1:
+            # Another runner's share is not read now: it is due share_grace from now,
+            # and read under the lease then, if its owner has not delivered it.
+            later = self.clock() + self.share_grace
+            for queue_id in [q for q in new if not self._mine(q)]:
+                self._set(queue_id, later)
+            new_mine = [q for q in new if self._mine(q)]
+        else:
+            new_mine = new
+        if new_mine:
+            loaded = await asyncio.to_thread(self._load, new_mine)
             for queue_id, due in loaded:
                 self._set(queue_id, due)
         return len(new)
@@ -136,10 +145,7 @@ class Runner:
         for queue_id in ids:
             msg = self.store.get(queue_id)
             if msg is not None:
-                due = self._due_of(msg)
-                if not self._mine(queue_id):
-                    due = max(due, self.clock()) + self.share_grace
-                out.append((queue_id, due))
+                out.append((queue_id, self._due_of(msg)))
         return out
 
     def _due_of(self, msg: QueuedMessage) -> float:
