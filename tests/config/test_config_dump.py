@@ -128,3 +128,15 @@ subdomains = true
     second.write_text(dumped, encoding="utf-8")
     again = load_config(second)
     assert again == config and dump_config(again) == dumped
+
+
+def test_round_trip_with_domain_policies(tmp_path: Path) -> None:
+    src = tmp_path / "goniec.toml"
+    src.write_text('[domains]\nlocal = ["example.test"]\n[mailauth]\ninbound = "on"\n'
+                   '[mailauth.domains."example.test"]\ndmarc = "enforce"\n', "utf-8")
+    config = load_config(src)
+    text = dump_config(config)
+    assert '[mailauth.domains."example.test"]\ndmarc = "enforce"\n\n' in text
+    again = tmp_path / "again.toml"
+    again.write_text(text, "utf-8")
+    assert load_config(again) == config

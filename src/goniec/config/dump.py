@@ -10,6 +10,7 @@ tables, so a few lines do.
 from __future__ import annotations
 
 import ipaddress
+import typing
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -69,6 +70,17 @@ def _value(value: object, field: FieldInfo) -> str:
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 
+def _tables_of_models(field: FieldInfo) -> bool:
+    """dict[str, SomeSection]: written as one [a.b."key"] table per entry."""
+    args = typing.get_args(field.annotation)
+    return len(args) == 2 and isinstance(args[1], type) and issubclass(args[1], BaseModel)
+
+
+def _inherits(field: FieldInfo) -> bool:
+    """A key whose None means "as the section above" rather than "empty" (a path)."""
+    return field.default is None and "Literal" in str(field.annotation)
+
+
 def _table(header: str, model: BaseModel) -> list[str]:
     """`[header]` with the model's plain keys, then its sub-models as `[header.key]`."""
     lines = [header]
@@ -81,6 +93,14 @@ def _table(header: str, model: BaseModel) -> list[str]:
         elif isinstance(value, tuple) and value and all(isinstance(v, BaseModel) for v in value):
             for item in value:  # an array of tables: [[mailauth.dkim]]
                 nested += ["", *_table(f"[[{base}.{name}]]", item)]
+        elif isinstance(value, dict) and value and all(
+                isinstance(v, BaseModel) for v in value.values()):
+            for key, item in sorted(value.items()):  # [mailauth.domains."example.test"]
+                nested += ["", *_table(f"[{base}.{name}.{_string(str(key))}]", item)]
+        elif isinstance(value, dict) and not value and _tables_of_models(field):
+            continue  # no such tables
+        elif value is None and _inherits(field):
+            continue  # unset: follows the enclosing section (TOML has no null)
         else:
             lines.append(f"{name} = {_value(value, field)}")
     return lines + nested
