@@ -262,6 +262,17 @@ def test_check_files_reports_missing_certificate(tmp_path: Path) -> None:
     assert check_files(config) == []
 
 
+def test_check_files_reports_missing_smart_host_secret(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[delivery]\nsmart_host = "relay.example.test"\n'
+                                         'smart_host_username = "u"\n'
+                                         'smart_host_password_file = "pw"\n'))
+    [problem] = check_files(config, "goniec.toml")
+    assert problem.startswith("goniec.toml: delivery.smart_host_password_file: ")
+    assert problem.endswith("does not exist")
+    (tmp_path / "pw").write_text("secret")
+    assert check_files(config) == []
+
+
 def test_find_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("GONIEC_CONFIG", raising=False)

@@ -155,7 +155,7 @@ class DeliverySection(_Section):
     smart_host_tls: TlsLevel = "verify"  # certificate checked by default for smart hosts
     smart_host_username: StrictStr = ""
     smart_host_password_file: Path | None = None
-    # OAuth2 instead of a password (Microsoft 365, Google): the client-credentials flow
+    # OAuth2 instead of a password (Microsoft 365; Google needs a service-account JWT, not offered): the client-credentials flow
     # (RFC 6749 4.4) against this token endpoint; AUTH XOAUTH2 / OAUTHBEARER as
     # smart_host_username. The token is cached and refreshed before it expires.
     smart_host_oauth_token_url: StrictStr = ""

@@ -161,11 +161,15 @@ def check_files(config: Config, label: str = "config") -> list[str]:
         if p is not None and not os.access(p, os.R_OK):
             why = "does not exist" if not p.exists() else "is not readable"
             problems.append(f"{label}: tls.{key}: {str(p)!r} {why}")
-    for name, remote in config.remote_domains.items():
-        pf = remote.password_file
+    secrets: list[tuple[str, Path | None]] = [
+        (f"remote_domains.{name}.password_file", remote.password_file)
+        for name, remote in config.remote_domains.items()]
+    secrets += [(f"delivery.{key}", getattr(config.delivery, key)) for key in
+                ("smart_host_password_file", "smart_host_oauth_client_secret_file")]
+    for key, pf in secrets:
         if pf is not None and not os.access(pf, os.R_OK):
             why = "does not exist" if not pf.exists() else "is not readable"
-            problems.append(f"{label}: remote_domains.{name}.password_file: {str(pf)!r} {why}")
+            problems.append(f"{label}: {key}: {str(pf)!r} {why}")
     return problems
 
 

@@ -1,7 +1,7 @@
 """OAuth2 access tokens for SMTP AUTH XOAUTH2 / OAUTHBEARER (layer 3).
 
 Owns the client-credentials grant (RFC 6749 4.4) against a configured token
-endpoint, as Microsoft 365 and Google need now that basic SMTP login is being
+endpoint, as Microsoft 365 needs now that basic SMTP login is being
 retired: POST grant_type=client_credentials with the client id, secret and
 scope; the token is cached and fetched again `refresh_margin` seconds before
 it expires; concurrent callers share one request; `invalidate()` drops a token
