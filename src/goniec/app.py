@@ -16,6 +16,12 @@ log line), then passes SIGHUP on to each worker, and respawned workers get
 the new config. Keys that only a restart can change (listeners, TLS, data
 and log paths, workers, hostname, queue, users file) are named in the
 `reloaded` line as `restart_needed=`.
+
+Admin: every worker serves its internal socket (`admin.runtime`); worker 0
+is the admin process, serving the CLI's control socket and the web manager
+(a respawned worker 0 takes over). The pause flag is shared memory made
+before the fork. Started as root with `server.user` set, the process drops
+to that user after binding and preparing data_dir (`server.privileges`).
 """
 
 from __future__ import annotations
@@ -28,46 +34,45 @@ import os
 import resource
 import signal
 import socket
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from goniec.admin.contract import ListenerRow
 from goniec.config.load import config_warnings, load_config
 from goniec.config.schema import Config
 from goniec.errors import ConfigError
-from goniec.obs.log import log_event, parse_level, setup_logging
+from goniec.obs.log import log_event, parse_level, setup_from_config, trail_from_config
 from goniec.policy.build import build_rules
 from goniec.protocol import ServerOptions
+from goniec.server import privileges, sdnotify
 from goniec.server import tls as tlsmod
 from goniec.server.context import ListenerSpec, ServerContext, Settings, Timeouts
 from goniec.server.limits import SharedConnectionCounter
 from goniec.server.listener import bind_socket, serve_listener
 from goniec.server.mailauth_step import MailAuthRuntime
 from goniec.server.mailauth_step import build_settings as mailauth_settings
+from goniec.server.pause import PauseFlag
 from goniec.server.pidfile import PidFile, ServerRunning, pid_path
 from goniec.server.rates import SharedRates
+from goniec.server.supervisor import Supervisor, remember_hup, restart_needed, take_pending_hup
 
 log = logging.getLogger("goniec.app")
 
 # Seconds that running sessions get to finish after SIGTERM before they are cut.
 SHUTDOWN_GRACE = 10.0
 
-# A SIGHUP that arrives while a process starts (the sockets already listen, so a
-# client or `goniec reload` may act) is remembered here and acted on as soon as
-# the real handler is in place; it is never lost, and never kills the process.
-_hup_pending = False
+@dataclass
+class _Shared:
+    """What every process of one server shares: made before the fork."""
 
-
-def _remember_hup(signum: int, _frame: object) -> None:
-    global _hup_pending
-    _hup_pending = True
-
-
-def _take_pending_hup() -> bool:
-    global _hup_pending
-    pending, _hup_pending = _hup_pending, False
-    return pending
+    counter: SharedConnectionCounter
+    rates: SharedRates
+    pause: PauseFlag
+    main_pid: int
+    started: float  # epoch seconds
+    listeners: list[ListenerRow]
 
 
 def listener_specs(config: Config) -> list[ListenerSpec]:
@@ -106,17 +111,6 @@ def build_settings(config: Config, generation: int = 0) -> Settings:
         mailauth=mailauth_settings(config),
         generation=generation,
     )
-
-
-def restart_needed(old: Config, new: Config) -> list[str]:
-    """Keys that differ between `old` and `new` but only take effect after a restart."""
-    out = [f"server.{k}" for k in ("hostname", "data_dir", "workers", "log_file")
-           if getattr(old.server, k) != getattr(new.server, k)]
-    out += [name for name in ("listeners", "tls", "queue", "delivery")
-            if getattr(old, name) != getattr(new, name)]
-    if old.auth.users_file != new.auth.users_file:
-        out.append("auth.users_file")
-    return out
 
 
 def _reload_file(source: Path | None) -> Config:
@@ -171,6 +165,7 @@ class _Server:
         self.source = source
         self.ctx = ctx
         self.announce = announce  # log "reloaded" here (False in workers: the parent does)
+        self.admin: Any = None  # the Admin of the admin process: it sees the new config too
 
     async def reload(self) -> None:
         try:
@@ -198,6 +193,8 @@ class _Server:
         ctx.counter.per_ip_limit = new.limits.connections_per_ip
         logging.getLogger().setLevel(parse_level(new.server.log_level))
         self.config = new
+        if self.admin is not None:
+            self.admin.config = new
         level = logging.INFO if self.announce else logging.DEBUG
         log_event(log, "reloaded", level=level, config=self.source,
                   generation=settings.generation, pid=os.getpid(),
@@ -205,8 +202,9 @@ class _Server:
 
 
 async def _serve(config: Config, source: Path | None, sockets: list[socket.socket],
-                 counter: SharedConnectionCounter, rates: SharedRates, ssl_ctx: Any,
-                 announce: bool) -> None:
+                 shared: _Shared, ssl_ctx: Any, announce: bool, index: int) -> None:
+    from goniec.admin.runtime import Runtime, WorkerService, start_services
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -218,9 +216,9 @@ async def _serve(config: Config, source: Path | None, sockets: list[socket.socke
         queue=store,
         users=_make_users(config),
         tls_context=ssl_ctx,
-        counter=counter,
+        counter=shared.counter,
         settings=build_settings(config),
-        rates=rates,
+        rates=shared.rates,
         mailauth=mailauth,
     )
     server = _Server(config, source, ctx, announce)
@@ -232,12 +230,18 @@ async def _serve(config: Config, source: Path | None, sockets: list[socket.socke
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
-    if _take_pending_hup():
+    if take_pending_hup():
         on_hup()
     servers = [
-        await serve_listener(ctx, spec, sock)
+        await serve_listener(ctx, spec, sock, shared.pause)
         for spec, sock in zip(listener_specs(config), sockets, strict=True)
     ]
+    runtime = Runtime(main_pid=shared.main_pid, started=shared.started,
+                      workers=config.worker_count, listeners=shared.listeners,
+                      pause=shared.pause, run_dir=config.data_path / "run",
+                      local=WorkerService(ctx, index))
+    services = await start_services(ctx, config, source, store, runtime, stop)
+    server.admin = services.admin
     delivery_task = None
     if config.delivery.enabled:
         delivery = _make_delivery(config, store, ctx)
@@ -245,6 +249,7 @@ async def _serve(config: Config, source: Path | None, sockets: list[socket.socke
     await stop.wait()
     for srv in servers:
         srv.close()
+    await services.close()
     if ctx.tasks:
         log_event(log, "stopping", sessions=len(ctx.tasks))
         for session in list(ctx.sessions):
@@ -260,9 +265,8 @@ async def _serve(config: Config, source: Path | None, sockets: list[socket.socke
 
 
 def _worker(config: Config, source: Path | None, sockets: list[socket.socket],
-            counter: SharedConnectionCounter, rates: SharedRates, ssl_ctx: Any,
-            announce: bool) -> None:
-    main = _serve(config, source, sockets, counter, rates, ssl_ctx, announce)
+            shared: _Shared, ssl_ctx: Any, announce: bool, index: int = 0) -> None:
+    main = _serve(config, source, sockets, shared, ssl_ctx, announce, index)
     try:
         import uvloop
     except ImportError:
@@ -293,8 +297,10 @@ def _raise_fd_limit() -> None:
 
 def run(config: Config, source: Path | None = None) -> None:
     """Start the server and block until SIGTERM or SIGINT; SIGHUP reloads `source`."""
-    signal.signal(signal.SIGHUP, _remember_hup)  # until the reload handler is in place
-    setup_logging(config.server.log_level, config.log_path)
+    signal.signal(signal.SIGHUP, remember_hup)  # until the reload handler is in place
+    if config.server.user:
+        privileges.resolve(config.server.user, config.server.group)  # ConfigError: unknown
+    _setup_logging(config)
     _raise_fd_limit()
     config.data_path.mkdir(parents=True, exist_ok=True)
     pidfile = PidFile(pid_path(config.data_path))
@@ -316,122 +322,45 @@ def _run(config: Config, source: Path | None, pidfile: PidFile) -> None:
     sockets = [bind_socket(s.host, s.port) for s in specs]
     counter = SharedConnectionCounter(config.limits.connections, config.limits.connections_per_ip,
                                       workers=config.worker_count)
-    rates = SharedRates()
+    shared = _Shared(counter, SharedRates(), PauseFlag(), os.getpid(), time.time(), [])
     for spec, sock in zip(specs, sockets, strict=True):
         name = sock.getsockname()
-        log_event(log, "listening", listener=spec.name, address=f"{name[0]}:{name[1]}",
+        address = f"[{name[0]}]:{name[1]}" if ":" in name[0] else f"{name[0]}:{name[1]}"
+        shared.listeners.append(ListenerRow(spec.name, address, spec.tls, spec.auth))
+        log_event(log, "listening", listener=spec.name, address=address,
                   tls=spec.tls, auth=spec.auth)
+    _drop_privileges(config)
     for warning in config_warnings(config):
         log_event(log, "config_warning", level=logging.WARNING, warning=warning)
     workers = config.worker_count
     log_event(log, "started", hostname=config.server.hostname, workers=workers, pid=os.getpid(),
               config=source)
+    sdnotify.notify(f"READY=1\nMAINPID={os.getpid()}")  # Type=notify: the ports listen now
     if workers <= 1:
-        _worker(config, source, sockets, counter, rates, ssl_ctx, True)
+        _worker(config, source, sockets, shared, ssl_ctx, True)
     else:
-        _Supervisor(config, source, sockets, counter, rates, ssl_ctx, pidfile).run(workers)
+        def run_worker(cfg: Config, index: int) -> None:
+            _worker(cfg, source, sockets, shared, ssl_ctx, False, index)
+
+        Supervisor(config, source, shared.counter, pidfile, run_worker).run(workers)
 
 
-class _Supervisor:
-    """The parent of several workers: restarts them, passes signals on."""
+def _setup_logging(config: Config) -> None:
+    """Event lines as [log] says (format, rotation), and the per-message trail."""
+    setup_from_config(config)
+    trail_from_config(config)  # files are opened at the first event, after any drop
 
-    def __init__(self, config: Config, source: Path | None, sockets: list[socket.socket],
-                 counter: SharedConnectionCounter, rates: SharedRates, ssl_ctx: Any,
-                 pidfile: PidFile) -> None:
-        self.pidfile = pidfile
-        self.config = config
-        self.source = source
-        self.sockets = sockets
-        self.counter = counter
-        self.rates = rates
-        self.ssl_ctx = ssl_ctx
-        self.children: dict[int, int] = {}  # pid -> worker index (its share of the counters)
-        self.stopping = False
 
-    def _spawn(self, index: int) -> int:
-        # The parent's handlers must never run in a child: hold the signals back
-        # across fork until the child has put its own in place.
-        held = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
-        signal.pthread_sigmask(signal.SIG_BLOCK, held)
-        try:
-            pid = os.fork()
-        except BaseException:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
-            raise
-        if pid != 0:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
-        else:  # the worker
-            code = 0
-            try:
-                signal.signal(signal.SIGHUP, _remember_hup)  # its loop installs its own
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
-                self.counter.worker = index
-                _worker(self.config, self.source, self.sockets, self.counter, self.rates,
-                        self.ssl_ctx, False)
-            except BaseException:  # noqa: BLE001 - a worker must never return into the parent's code
-                logging.getLogger("goniec.app").exception("worker failed")
-                code = 1
-            finally:
-                logging.shutdown()
-                os._exit(code)
-        return pid
-
-    def _signal_children(self, sig: int) -> None:
-        for pid in self.children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-
-    def on_stop(self, signum: int, _frame: object) -> None:
-        self.stopping = True
-        self._signal_children(signal.SIGTERM)
-
-    def on_hup(self, signum: int, _frame: object) -> None:
-        # Check the file once here, so a bad file is logged once, not once per worker.
-        try:
-            new = _reload_file(self.source)  # load_config also builds the rules once
-        except ConfigError as exc:
-            log_event(log, "reload_failed", level=logging.ERROR, config=self.source,
-                      reason=str(exc), kept="old rules")
-            return
-        pending = restart_needed(self.config, new)
-        self.config = new  # workers started from now on get it
-        logging.getLogger().setLevel(parse_level(new.server.log_level))
-        self._signal_children(signal.SIGHUP)
-        log_event(log, "reloaded", config=self.source, workers=len(self.children),
-                  restart_needed=",".join(pending) or "-")
-
-    def run(self, workers: int) -> None:
-        signal.signal(signal.SIGTERM, self.on_stop)
-        signal.signal(signal.SIGINT, self.on_stop)
-        signal.signal(signal.SIGHUP, self.on_hup)
-        if _take_pending_hup():
-            self.on_hup(signal.SIGHUP, None)  # before any worker starts: they get the result
-        for index in range(workers):
-            self.children[self._spawn(index)] = index
-        restarts: list[float] = []
-        while self.children:
-            try:
-                pid, status = os.wait()
-            except ChildProcessError:
-                break
-            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-                continue
-            if pid not in self.children:
-                continue
-            index = self.children.pop(pid)
-            if self.stopping:
-                continue
-            code = os.waitstatus_to_exitcode(status)
-            # Its connections died with it: give their slots back to the limits.
-            released = self.counter.release_worker(index)
-            log_event(log, "worker_exit", level=logging.ERROR, pid=pid, code=code,
-                      connections_released=released)
-            now = time.monotonic()
-            restarts = [t for t in restarts if now - t < 60] + [now]
-            if len(restarts) > 10:
-                log_event(log, "giving_up", level=logging.CRITICAL, reason="workers keep dying")
-                self.on_stop(signal.SIGTERM, None)
-                sys.exit(1)
-            self.children[self._spawn(index)] = index
+def _drop_privileges(config: Config) -> None:
+    """As root with server.user set: hand the files over, then become that user."""
+    control = config.admin.control_socket
+    run_dirs = [config.data_path / "run"]
+    if control is not None:
+        run_dirs.append(control.parent)
+    for d in run_dirs:  # made now: after the drop the user may not create them
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    extra = [p for p in (*run_dirs, config.log_path)
+             if p is not None and not p.is_relative_to(config.data_path)]
+    if config.server.user:
+        privileges.preload(bool(config.admin.web_listen))
+    privileges.drop(config.server.user, config.server.group, config.data_path, extra)

@@ -1,7 +1,9 @@
 """The `goniec` command line: serve, reload, config check, user add/list/delete, queue list.
 
 Owns argument parsing, reading passwords, and printing; every command is a thin
-call into `goniec.config`, `goniec.admin` or `goniec.app`. Exit codes: 0 ok,
+call into `goniec.config`, `goniec.admin` or `goniec.app`. The commands that
+talk to the running server (status, sessions, pause, resume, stop, queue
+show and actions, token) live in `cli.admin_cmds`. Exit codes: 0 ok,
 1 the operation failed (e.g. user exists), 2 bad configuration or usage.
 The config file is -c FILE, else $GONIEC_CONFIG, else ./goniec.toml if it
 exists, else the built-in defaults.
@@ -12,16 +14,17 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 from argon2 import PasswordHasher
 
 from goniec import __version__
-from goniec.admin.service import QueueRow, open_users, queue_rows
-from goniec.admin.users import UserError, check_name
-from goniec.config import dump_config, find_config_file, load_config
+from goniec.admin.contract import QueueFilter
+from goniec.admin.service import QueueRow, RecipientRow, open_users, queue_rows
+from goniec.admin.users import UserError, UserStore, check_name
+from goniec.cli import control_client
+from goniec.config import dump_config
 from goniec.config.load import check_files, config_warnings
 from goniec.config.schema import Config
 from goniec.errors import ConfigError
@@ -42,26 +45,10 @@ def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     sys.exit(code)
 
 
-def config_option(f: F) -> F:
-    return click.option(
-        "-c",
-        "--config",
-        "config_path",
-        metavar="FILE",
-        default=None,
-        help="Config file (default: $GONIEC_CONFIG, else ./goniec.toml, else built-in defaults).",
-    )(f)
-
-
-def _source(config_path: str | None) -> Path | None:
-    return find_config_file(config_path)
-
-
-def _load(config_path: str | None) -> Config:
-    try:
-        return load_config(_source(config_path))
-    except ConfigError as exc:
-        _fail(str(exc), EXIT_CONFIG)
+# -c FILE, config discovery and loading are shared with cli.admin_cmds.
+config_option = control_client.config_option
+_source = control_client.source
+_load = control_client.load
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -143,7 +130,18 @@ def config_check(config_path: str | None) -> None:
 
 @cli.group()
 def user() -> None:
-    """Manage SMTP AUTH users (the users file)."""
+    """Manage SMTP AUTH users (the users file), or with --admin the manager's users."""
+
+
+def _users(config: Config, admin: bool, hasher: PasswordHasher | None = None) -> UserStore:
+    if not admin:
+        return open_users(config, hasher)
+    assert config.admin.users_file is not None  # filled in from data_dir by Config
+    return UserStore(config.admin.users_file, hasher)
+
+
+admin_option = click.option("--admin", "admin", is_flag=True,
+                            help="The web manager's users (admin.users_file), not SMTP AUTH.")
 
 
 def _stdin_is_tty() -> bool:
@@ -163,12 +161,14 @@ def _read_password(from_stdin: bool) -> str:
 @config_option
 @click.option("--password-stdin", is_flag=True, help="Read the password as one line from stdin.")
 @click.option("--replace", is_flag=True, help="Set a new password if the user exists.")
-def user_add(name: str, config_path: str | None, password_stdin: bool, replace: bool) -> None:
+@admin_option
+def user_add(name: str, config_path: str | None, password_stdin: bool, replace: bool,
+             admin: bool) -> None:
     """Add user NAME (asks for the password twice on a terminal)."""
     config = _load(config_path)
     try:
         check_name(name)
-        store = open_users(config, password_hasher())
+        store = _users(config, admin, password_hasher())
         if name in store and not replace:
             raise UserError(f"user {name!r} already exists (use --replace to set a new password)")
         store.add(name, _read_password(password_stdin), replace=replace)
@@ -178,16 +178,18 @@ def user_add(name: str, config_path: str | None, password_stdin: bool, replace: 
         _fail(f"goniec: cannot write {exc.filename or config.users_path}: {exc.strerror}")
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
+    control_client.keep_owner(config, store.path)
     click.echo(f"{'updated' if replace else 'added'} user {name} in {store.path}")
 
 
 @user.command("list")
 @config_option
-def user_list(config_path: str | None) -> None:
+@admin_option
+def user_list(config_path: str | None, admin: bool) -> None:
     """Print the user names, one a line."""
     config = _load(config_path)
     try:
-        names = open_users(config).list()
+        names = _users(config, admin).list()
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
     for name in names:
@@ -197,11 +199,14 @@ def user_list(config_path: str | None) -> None:
 @user.command("delete")
 @click.argument("name")
 @config_option
-def user_delete(name: str, config_path: str | None) -> None:
+@admin_option
+def user_delete(name: str, config_path: str | None, admin: bool) -> None:
     """Delete user NAME."""
     config = _load(config_path)
     try:
-        open_users(config).delete(name)
+        store = _users(config, admin)
+        store.delete(name)
+        control_client.keep_owner(config, store.path)
     except UserError as exc:
         _fail(f"goniec: {exc}")
     except OSError as exc:
@@ -216,29 +221,47 @@ def user_delete(name: str, config_path: str | None) -> None:
 
 @cli.group()
 def queue() -> None:
-    """Look at the mail queue."""
+    """Look at the mail queue and act on it."""
 
 
-def _queue_rows(config: Config) -> list[QueueRow]:
+def _queue_rows(config: Config, flt: QueueFilter | None = None) -> list[QueueRow]:
+    """The rows read from the spool itself (the server is down)."""
     if not config.spool_path.is_dir():
         return []  # nothing was ever queued here
+    import time
+
+    from goniec.admin.queue_ops import list_rows
     from goniec.queue.fs import FsQueueStore  # the one backend the CLI reads directly
 
     store = FsQueueStore(config.spool_path)
     try:
-        return queue_rows(store.list_messages())
+        if flt is None or flt.is_empty:
+            return queue_rows(store.list_messages())
+        return list_rows(store, flt, time.time())
     finally:
         store.close()
 
 
 @queue.command("list")
+@click.argument("ids", nargs=-1)
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
-def queue_list(config_path: str | None, as_json: bool) -> None:
-    """List queued messages with their recipients' delivery state ("!": held)."""
+@control_client.filter_options
+def queue_list(ids: tuple[str, ...], config_path: str | None, as_json: bool,
+               **fields: Any) -> None:
+    """List queued messages with their recipients' delivery state ("!": held).
+
+    Asks the running server; when it is down, reads the spool directly.
+    """
     config = _load(config_path)
+    flt = control_client.make_filter(ids, **fields)
     try:
-        rows = _queue_rows(config)
+        found = control_client.queue_rows_of(config, flt)
+        if found is None:
+            control_client.say_fallback()
+            rows = _queue_rows(config) if flt.is_empty else _queue_rows(config, flt)
+        else:
+            rows = [_row(r) for r in found]
     except OSError as exc:
         _fail(f"goniec: cannot read the spool {exc.filename or config.spool_path}: {exc.strerror}")
     if as_json:
@@ -248,6 +271,12 @@ def queue_list(config_path: str | None, as_json: bool) -> None:
         click.echo("queue is empty")
         return
     click.echo(_table(rows))
+
+
+def _row(data: dict[str, Any]) -> QueueRow:
+    rcpts = tuple(RecipientRow(**r) for r in data.get("recipients", ()))
+    return QueueRow(data["id"], data["created"], data["size"], data["sender"], rcpts,
+                    data.get("held", False), data.get("hold_reason", ""))
 
 
 def _table(rows: list[QueueRow]) -> str:
@@ -292,6 +321,10 @@ def _register_mailauth() -> None:
 
 
 _register_mailauth()
+
+from goniec.cli import admin_cmds  # noqa: E402 - it imports this module's helpers
+
+admin_cmds.register(cli, queue)
 
 
 def main() -> None:

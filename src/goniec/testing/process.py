@@ -110,6 +110,21 @@ class ServerProcess:
                         self.kill()
                         raise RuntimeError(f"goniec did not listen on {port}:\n{self.log()}") from None
                     time.sleep(0.05)
+        # The admin process opens its control socket just after the listeners,
+        # then the web manager (when on) binds its port.
+        self.wait_control(max(1.0, deadline - time.monotonic()))
+        listen = self.config.get("admin", {}).get("web_listen", "")
+        if listen:
+            host, _, port = listen.rpartition(":")
+            while True:
+                try:
+                    socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        self.kill()
+                        raise RuntimeError(f"no web manager on {listen}:\n{self.log()}") from None
+                    time.sleep(0.05)
         return self
 
     @staticmethod
@@ -124,6 +139,44 @@ class ServerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    @property
+    def control_socket(self) -> Path:
+        """The CLI's control socket (admin.control_socket, default data_dir/run/control.sock)."""
+        path = self.config.get("admin", {}).get("control_socket")
+        return Path(path) if path else self.data_dir / "run" / "control.sock"
+
+    @property
+    def web_url(self) -> str | None:
+        """http://host:port of the web manager, None when it is off."""
+        listen = self.config.get("admin", {}).get("web_listen", "")
+        return f"http://{listen}" if listen else None
+
+    def cli(self, *args: str, input: str | None = None, timeout: float = 60.0,  # noqa: A002
+            ) -> subprocess.CompletedProcess[str]:
+        """Run `goniec ARGS -c <this server's config>` and return its result (text)."""
+        env = dict(os.environ)
+        env.pop("GONIEC_CONFIG", None)
+        env["COLUMNS"] = "200"  # rich tables: no wrapping in tests
+        return subprocess.run(
+            [sys.executable, "-m", "goniec.cli.main", *args, "-c", str(self.config_path)],
+            input=input, capture_output=True, text=True, timeout=timeout, cwd=self.workdir,
+            env=env)
+
+    def wait_control(self, timeout: float = 10.0) -> None:
+        """Wait (bounded) until the control socket answers a ping."""
+        from goniec.admin import control
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                control.call(self.control_socket, "ping", timeout=2)
+                return
+            except control.ControlError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no control socket at {self.control_socket}:\n"
+                                       f"{self.log()}") from None
+                time.sleep(0.05)
 
     def stop(self, timeout: float = 15.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
@@ -155,7 +208,11 @@ class ServerProcess:
 
 def make_server(workdir: Path, *, listeners: list[dict[str, Any]] | None = None,
                 **sections: dict[str, Any]) -> ServerProcess:
-    """A ServerProcess with a loopback listener per entry (ports picked free)."""
+    """A ServerProcess with a loopback listener per entry (ports picked free).
+
+    The web manager is off; turn it on with
+    `admin={"web_listen": f"127.0.0.1:{free_port()}"}` (then `server.web_url`).
+    """
     listeners = listeners or [{"name": "smtp", "tls": "starttls", "auth": "optional"}]
     ports: dict[str, int] = {}
     rendered = []
@@ -177,6 +234,9 @@ def make_server(workdir: Path, *, listeners: list[dict[str, Any]] | None = None,
         "dns": {"nameservers": ["127.0.0.1"], "port": free_port(), "timeout": 2},
         # Tests look at the spool; those that test delivery switch it on.
         "delivery": {"enabled": False},
+        # Parallel test servers must not fight over the manager's default port 2580:
+        # off unless a test asks (web_listen=f"127.0.0.1:{free_port()}").
+        "admin": {"web_listen": ""},
     }
     for name, body in sections.items():
         config.setdefault(name, {}).update(body)
