@@ -133,7 +133,7 @@ def _make_store(config: Config) -> Any:
     return FsQueueStore(config.data_path / "spool", min_free_space=config.min_free_space_bytes)
 
 
-def _make_delivery(config: Config, store: Any, ctx: ServerContext) -> Any:
+def _make_delivery(config: Config, store: Any, ctx: ServerContext, index: int) -> Any:
     """The queue runner of this process; every worker runs one (leases keep them apart)."""
     from goniec.delivery.dns import MxResolver
     from goniec.delivery.service import build_service
@@ -146,7 +146,7 @@ def _make_delivery(config: Config, store: Any, ctx: ServerContext) -> Any:
     return build_service(config.delivery, store=store, resolver=resolver,
                          hostname=config.server.hostname, data_dir=config.data_path,
                          directory=lambda: ctx.settings.rules.directory,  # follows reloads
-                         workers=config.worker_count,
+                         workers=config.worker_count, worker_index=index,
                          arc_key=lambda domain, size: ctx.settings.mailauth.arc_key(domain, size))
 
 
@@ -236,15 +236,18 @@ async def _serve(config: Config, source: Path | None, sockets: list[socket.socke
         await serve_listener(ctx, spec, sock, shared.pause)
         for spec, sock in zip(listener_specs(config), sockets, strict=True)
     ]
+    delivery = _make_delivery(config, store, ctx, index) if config.delivery.enabled else None
+    if delivery is not None:
+        ctx.queued = delivery.queued  # accepted here: delivered here, without a scan
     runtime = Runtime(main_pid=shared.main_pid, started=shared.started,
                       workers=config.worker_count, listeners=shared.listeners,
                       pause=shared.pause, run_dir=config.data_path / "run",
-                      local=WorkerService(ctx, index))
+                      local=WorkerService(ctx, index, delivery.runner.reschedule
+                                          if delivery is not None else None))
     services = await start_services(ctx, config, source, store, runtime, stop)
     server.admin = services.admin
     delivery_task = None
-    if config.delivery.enabled:
-        delivery = _make_delivery(config, store, ctx)
+    if delivery is not None:
         delivery_task = loop.create_task(delivery.run(stop))
     await stop.wait()
     for srv in servers:

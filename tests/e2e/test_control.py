@@ -95,7 +95,8 @@ def test_sessions_and_disconnect(server: ServerProcess) -> None:
         assert row["id"] in table.stdout and "held-open.client.test" in table.stdout
         r = cli(server, "sessions", "disconnect", row["id"])
         assert r.returncode == 0, r.stderr
-        assert client.reply().startswith(b"421 4.3.2 ")  # RFC 5321 3.8
+        reply = client.reply()  # RFC 5321 3.8
+        assert reply.startswith(b"421 4.3.2 ") and b"closed by the administrator" in reply, reply
         assert client.is_closed()
     finally:
         client.close()

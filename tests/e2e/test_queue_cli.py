@@ -75,6 +75,9 @@ def test_queue_actions_on_deferred_mail(server: ServerProcess) -> None:
     r = server.cli("queue", "release", first, "--json")  # not held any more: nothing done
     assert r.returncode == 1 and json.loads(r.stdout)["skipped"].keys() == {first}
     assert act(server, "retry", first)["done"] == [first]
+    # Every worker's runner is told: the retry happens now, not at the old time (1 h).
+    wait_until(lambda: listing(server, first)[0]["recipients"][0]["attempts"] == 2,
+               "the retried message tried again at once", logs=logs_of(server))
 
     view = json.loads(server.cli("queue", "show", second, "--json").stdout)
     assert view["id"] == second and view["recipients"][0]["address"] == "user1@dest.test"

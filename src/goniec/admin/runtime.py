@@ -17,6 +17,7 @@ import datetime
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,9 +71,13 @@ def process_metrics() -> dict[str, Any]:
 class WorkerService:
     """What one worker process tells the admin process about itself."""
 
-    def __init__(self, ctx: ServerContext, index: int) -> None:
+    def __init__(self, ctx: ServerContext, index: int,
+                 reschedule: Callable[[list[str]], int] | None = None) -> None:
         self.ctx = ctx
         self.index = index
+        # This process's queue runner: "due now" for messages an operator retried or
+        # released (None when delivery is off).
+        self.reschedule = reschedule
 
     def sessions(self) -> list[SessionRow]:
         from goniec.server.listener import connected_at
@@ -97,7 +102,7 @@ class WorkerService:
             if s.info.session_id == session_id:
                 log_event(log, "disconnect_requested", session=session_id, by="admin",
                           client=s.info.peer_ip)
-                s.stream.interrupt()  # the session's read raises Interrupted: 421, close
+                s.disconnect()  # its read raises Interrupted: 421, close
                 return True
         return False
 
@@ -110,6 +115,9 @@ class WorkerService:
             return process_metrics()
         if op == "ping":
             return {"worker": self.index, "pid": os.getpid()}
+        if op == "reschedule":
+            ids = [str(x) for x in args.get("ids", [])]
+            return self.reschedule(ids) if self.reschedule is not None else 0
         raise control.ControlError(f"unknown worker op {op!r}")
 
 

@@ -226,8 +226,12 @@ class Admin:
         report = queue_ops.ReportSettings(self.config.server.hostname,
                                           self.config.delivery.ndr_copy_to)
         # queue_ops logs each message and the outcome: one line per event, not two.
-        return await queue_ops.apply(self.store, action, flt, self.clock(), progress=progress,
-                                     report=report)
+        result = await queue_ops.apply(self.store, action, flt, self.clock(), progress=progress,
+                                       report=report)
+        if action in ("retry", "release") and result.done and self.runtime is not None:
+            # Every worker's runner keeps its own schedule: tell them all "due now".
+            await self.runtime.collect("reschedule", {"ids": result.done})
+        return result
 
     # metrics and logs -----------------------------------------------------------
     async def metrics_text(self) -> bytes:

@@ -31,6 +31,7 @@ from goniec.policy.transaction import check_data_end
 from goniec.protocol import ServerConnection, events
 from goniec.replies import (
     R250_QUEUED,
+    R421_CLOSED_BY_ADMIN,
     R421_SHUTTING_DOWN,
     R421_TIMEOUT,
     R451_LOCAL_ERROR,
@@ -88,6 +89,7 @@ class Session:
         self.held: mailauth_step.Held | None = None
         self._reset()
         self.log = ctx.log
+        self.close_reply = R421_SHUTTING_DOWN  # said when the stream is interrupted
         self.messages = 0  # accepted in this session
         self.session_bytes = 0  # their body sizes
         ctx.sessions.add(self)
@@ -161,7 +163,7 @@ class Session:
                     conn.close(with_hostname(R421_TIMEOUT, self.ctx.hostname))
                     continue
                 except Interrupted:
-                    conn.close(with_hostname(R421_SHUTTING_DOWN, self.ctx.hostname))
+                    conn.close(with_hostname(self.close_reply, self.ctx.hostname))
                     continue
                 conn.receive_data(data)
                 continue
@@ -174,6 +176,12 @@ class Session:
         one that is receiving a message may finish it first."""
         if not self.conn.in_data:
             self.stream.interrupt()
+
+    def disconnect(self) -> None:
+        """An operator ends this session: 421 at its next read (RFC 5321 3.8); a message
+        still arriving is not stored (the client was not told 250, so it tries again)."""
+        self.close_reply = R421_CLOSED_BY_ADMIN
+        self.stream.interrupt()
 
     # -- the body -------------------------------------------------------------------
     async def _on_chunk(self, ev: events.DataChunk) -> bool:
