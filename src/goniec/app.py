@@ -362,7 +362,9 @@ def _drop_privileges(config: Config) -> None:
         run_dirs.append(control.parent)
     for d in run_dirs:  # made now: after the drop the user may not create them
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    extra = [p for p in (*run_dirs, config.log_path)
+    log_file = config.log_path
+    log_dir = privileges.log_folder(log_file) if log_file is not None else None
+    extra = [p for p in (*run_dirs, log_dir or log_file)
              if p is not None and not p.is_relative_to(config.data_path)]
     if config.server.user:
         privileges.preload(bool(config.admin.web_listen))

@@ -73,6 +73,21 @@ def _chown_tree(root: Path, uid: int, gid: int) -> int:
     return changed
 
 
+def log_folder(log_file: Path) -> Path | None:
+    """The log's folder when it is Goniec's own (it holds only the log, its rotated
+    copies and the rotation lock), so that it may be handed to the server's user:
+    rotating and reopening after logrotate create files there. None for a shared
+    folder such as /var/log, which is never changed."""
+    folder = log_file.parent
+    if not folder.is_dir():
+        return None
+    stem = log_file.name
+    for entry in os.scandir(folder):
+        if not (entry.name.startswith(stem) or entry.name.startswith(".__" + log_file.stem)):
+            return None
+    return folder
+
+
 def drop(user: str, group: str, data_dir: Path, extra: Iterable[Path] = ()) -> Identity | None:
     """Switch to `user` (ConfigError when it does not exist); None when there is nothing to do.
 
