@@ -6,9 +6,9 @@ Owns the one implementation of `goniec queue ...`, the web UI's queue page and
 Every change goes through the `QueueStore` API under the message's delivery
 lease (DESIGN 1.2: only `goniec.queue` writes queue state; never a spool file
 here), so an action never races a delivery attempt: a leased message is
-skipped with a reason, as is one that does not fit the action. A bounce makes
-its RFC 3464 report with `delivery.bounce.build_report` and queues it with
-`queue.submit`, as the delivery worker does. Raises `ValueError` for an
+skipped with a reason, as is one that does not fit the action. A bounce queues
+its RFC 3464 report with `delivery.reports.queue_report`, the delivery
+worker's own way. Raises `ValueError` for an
 unknown action (a caller bug); per-message storage failures become skip
 reasons, so one broken record never stops a bulk action.
 """
@@ -25,16 +25,15 @@ from typing import Protocol
 from goniec.admin.contract import QUEUE_ACTIONS, ActionResult, MessageState, QueueFilter
 from goniec.admin.service import QueueRow, queue_rows
 from goniec.delivery import bounce
+from goniec.delivery.reports import queue_report
 from goniec.delivery.schedule import Report, wants
 from goniec.errors import Reply, SMTPError
-from goniec.model import NOTIFY_FAILURE, Envelope, MailParams, Recipient
+from goniec.model import NOTIFY_FAILURE
 from goniec.queue.api import (
     MessageNotFound,
     QueuedMessage,
     QueueStore,
-    SubmissionInfo,
 )
-from goniec.queue.submit import local_received, submit
 
 log = logging.getLogger("goniec.admin")
 
@@ -51,7 +50,6 @@ BUSY = "in delivery now, try again"
 GONE = "no longer in the queue"
 NOT_QUEUED = "not in the queue"
 NO_MATCH = "does not match the filter"
-_HEAD = 64 << 10  # bytes read for the original's Subject (as the worker does)
 
 Progress = Callable[[int, int], None]
 
@@ -297,28 +295,9 @@ async def _bounce(store: QueueStore, msg: QueuedMessage, now: float, report: Rep
 async def _queue_report(store: QueueStore, msg: QueuedMessage,
                         entries: list[bounce.ReportEntry], now: float,
                         report: ReportConfig) -> str:
-    """Build the RFC 3464 failure report and queue it from the null reverse-path to the
-    sender (RFC 3461 6.2), exactly as `delivery.worker` does for a failed delivery."""
-    def build() -> bytes:
-        with store.open_message(msg.id) as f:
-            subject = bounce.subject_of(f.read(_HEAD))
-        with store.open_message(msg.id) as original:
-            return bounce.build_report(
-                kind=Report.FAILED, entries=entries, reporting_mta=report.hostname,
-                sender=msg.sender, original=original, arrival=msg.created, now=now,
-                ret=msg.envelope.params.ret, envid=msg.envelope.params.envid,
-                original_subject=subject)
-
-    data = await asyncio.to_thread(build)
-    rcpts = [Recipient(msg.sender)]
-    if report.ndr_copy_to:
-        rcpts.append(Recipient(report.ndr_copy_to))
-    params = MailParams(body="8BITMIME" if not data.isascii() else None,
-                        smtputf8=not msg.sender.isascii())
-    host = report.hostname
-    return await submit(store, [data], Envelope("", tuple(rcpts), params),
-                        SubmissionInfo("dsn", "", None, None),
-                        header=lambda q: local_received(host, "delivery status", q, now))
+    """The RFC 3464 failure report to the sender, queued as the delivery worker does."""
+    return await queue_report(store, msg, Report.FAILED, entries, now,
+                              hostname=report.hostname, ndr_copy_to=report.ndr_copy_to)
 
 
 def _one_line(text: str) -> str:

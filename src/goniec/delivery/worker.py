@@ -29,16 +29,17 @@ from goniec.delivery import bounce
 from goniec.delivery.badmail import Badmail
 from goniec.delivery.local import LocalDelivery, LocalError
 from goniec.delivery.outcome import DeliveryStatus, RecipientResult
+from goniec.delivery.reports import queue_report
 from goniec.delivery.router import LocalRoute, RemoteRoute, RoutingTable, domain_of, route
 from goniec.delivery.schedule import Decision, Report, Timing, decide, next_due
 from goniec.delivery.smtp_client import OutboundMessage
 from goniec.delivery.transport import Transport
 from goniec.errors import Reply, SMTPError
-from goniec.model import Envelope, MailParams, Recipient
+from goniec.model import Envelope, Recipient
 from goniec.obs import track
 from goniec.policy.recipients import Resolution
 from goniec.queue.api import QueuedMessage, QueueStore, SubmissionInfo
-from goniec.queue.submit import local_received, submit
+from goniec.queue.submit import submit
 
 if TYPE_CHECKING:
     from goniec.mailauth.keys import DkimKey
@@ -253,31 +254,12 @@ class MessageWorker:
 
     async def _send_report(self, msg: QueuedMessage, kind: Report,
                            entries: list[bounce.ReportEntry], now: float) -> None:
-        with self.store.open_message(msg.id) as f:
-            head = f.read(64 << 10)
-        data = await asyncio.to_thread(self._build, msg, kind, entries, now,
-                                       bounce.subject_of(head))
-        rcpts = [Recipient(msg.sender)]
-        if kind is Report.FAILED and self.settings.ndr_copy_to:
-            rcpts.append(Recipient(self.settings.ndr_copy_to))
-        params = MailParams(body="8BITMIME" if not data.isascii() else None,
-                            smtputf8=not msg.sender.isascii())
-        env = Envelope("", tuple(rcpts), params)
-        host = self.settings.hostname
-        qid = await submit(self.store, [data], env, SubmissionInfo("dsn", "", None, None),
-                           header=lambda q: local_received(host, "delivery status", q, now))
+        qid = await queue_report(self.store, msg, kind, entries, now,
+                                 hostname=self.settings.hostname,
+                                 ndr_copy_to=self.settings.ndr_copy_to)
         log.info("delivery.report msg=%s kind=%s report=%s to=%s rcpts=%s", msg.id, kind, qid,
                  msg.sender, ",".join(e.address for e in entries))
         track.report(msg.id, kind, qid, msg.sender)
-
-    def _build(self, msg: QueuedMessage, kind: Report, entries: list[bounce.ReportEntry],
-               now: float, subject: str | None) -> bytes:
-        with self.store.open_message(msg.id) as original:
-            return bounce.build_report(
-                kind=kind, entries=entries, reporting_mta=self.settings.hostname,
-                sender=msg.sender, original=original, arrival=msg.created, now=now,
-                ret=msg.envelope.params.ret, envid=msg.envelope.params.envid,
-                original_subject=subject)
 
     def _entry(self, msg: QueuedMessage, kind: Report, d: Decision, now: float,
                local: bool) -> bounce.ReportEntry:
