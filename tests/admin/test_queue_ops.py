@@ -385,3 +385,24 @@ def test_message_changed_meanwhile_is_skipped(store: FsQueueStore,
         assert result.done == []
         assert result.skipped == {qid: "changed meanwhile: does not match the filter"}
     asyncio.run(main())
+
+
+def test_actions_are_written_to_the_message_trail(store: FsQueueStore, tmp_path: Path) -> None:
+    from goniec.obs import trail
+
+    log = trail.Trail(tmp_path / "trail", 30)
+    trail.set_current(log)
+
+    async def main() -> None:
+        qid = await put(store)
+        await apply(store, "hold", QueueFilter(ids=(qid,)), NOW)
+        await apply(store, "release", QueueFilter(ids=(qid,)), NOW)
+        log.flush()
+        events = [(e["event"], e.get("by")) for e in log.search(qid)]
+        assert events == [("held", "admin"), ("released", "admin")], events
+
+    try:
+        asyncio.run(main())
+    finally:
+        trail.set_current(None)
+        log.close()

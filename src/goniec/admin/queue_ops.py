@@ -29,6 +29,7 @@ from goniec.delivery.reports import queue_report
 from goniec.delivery.schedule import Report, wants
 from goniec.errors import Reply, SMTPError
 from goniec.model import NOTIFY_FAILURE
+from goniec.obs import trail
 from goniec.queue.api import (
     MessageNotFound,
     QueuedMessage,
@@ -192,6 +193,10 @@ async def apply(store: QueueStore, action: str, flt: QueueFilter, now: float, *,
     return result
 
 
+_TRAIL_EVENT = {"retry": "retried", "hold": "held", "release": "released",
+                "delete": "deleted", "bounce": "bounced"}
+
+
 async def _one(store: QueueStore, action: str, queue_id: str, flt: QueueFilter, now: float,
                report: ReportConfig, reason: str) -> str | None:
     """Act on one message under its lease; None when done, else why it was skipped."""
@@ -211,6 +216,8 @@ async def _one(store: QueueStore, action: str, queue_id: str, flt: QueueFilter, 
         why = await _ACTIONS[action](store, msg, now, report, reason)
         if why is None:
             log.info("admin.%s msg=%s", action, queue_id)
+            # The message's own trail shows what an operator did to it, beside its attempts.
+            trail.current().record(queue_id, _TRAIL_EVENT[action], by="admin")
         return why
     except MessageNotFound:
         return GONE
