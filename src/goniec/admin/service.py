@@ -252,7 +252,7 @@ class Admin:
 
     async def log_search(self, *, session: str = "", msg: str = "", address: str = "",
                          text: str = "", limit: int = 200) -> list[Any]:
-        """Lines of the server's log file that match every given field (newest last)."""
+        """Lines of the server's log file that match every given field (newest first)."""
         from goniec.obs.logsearch import search_log
 
         path = self.config.log_path
