@@ -6,7 +6,7 @@ Owns everything under its root directory::
     queue/     <id>.msg: the message, its initial envelope record, a footer
                (`fsfile` has the exact layout); <id>.env: a later record
     corrupt/   files recovery could not read; never deleted
-    lease/     <id>: flocked while a runner delivers the message (`fslease`)
+    lease/     only leftovers of older versions (a lease is now an flock on the .msg)
 
 A message exists exactly when queue/<id>.msg exists. Accepting one costs one
 file creation, one fdatasync, one rename and a share of one directory fsync:
@@ -119,7 +119,7 @@ class FsQueueStore:
     def _make_dirs(self) -> None:
         created = not self.root.is_dir()
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for d in (self.incoming_dir, self.queue_dir, self.corrupt_dir, self.lease_dir):
+        for d in (self.incoming_dir, self.queue_dir, self.corrupt_dir):
             try:
                 os.mkdir(d, 0o700)
                 created = True
@@ -315,7 +315,7 @@ class FsQueueStore:
     def lease(self, queue_id: str) -> fslease.FsLease | None:
         if not ids.is_valid(queue_id):
             return None
-        return fslease.take(self.lease_dir, queue_id, self._msg_path(queue_id))
+        return fslease.take(queue_id, self._msg_path(queue_id))
 
     # -- housekeeping -----------------------------------------------------------------
 

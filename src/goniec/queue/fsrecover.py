@@ -13,7 +13,8 @@ Owns the decisions about what a crash may have left behind:
   unlinks (the message itself is gone): deleted, counted in `orphans_removed`.
 - any other name in queue/: moved to corrupt/. Nothing in corrupt/ is ever
   deleted or overwritten.
-- lease/: files no live process holds are deleted (`fslease.clean`).
+- lease/ (older versions only): files no live process holds are deleted
+  (`fslease.clean`).
 
 Other processes may be writing into the same spool while this runs (several
 server workers): a file in incoming/ whose flock is held belongs to a live
@@ -146,7 +147,8 @@ class _Recovery:
 
 def recover(store: FsQueueStore) -> RecoveryReport:
     r = _Recovery(store)
-    fslease.clean(store.lease_dir)  # leases of dead runners (live ones stay locked)
+    if os.path.isdir(store.lease_dir):
+        fslease.clean(store.lease_dir)  # lease files of older versions (held ones stay)
     r.incoming()
     r.queue()
     # Make the removals and moves durable before the server starts taking mail.
