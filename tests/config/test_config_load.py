@@ -41,7 +41,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.tls_path == tmp_path / "goniec-data" / "tls"
     assert config.users_path == tmp_path / "goniec-data" / "users"
     assert config.log_path is None and config.server.log_level == "info"
-    assert config.server.workers == 1 and config.worker_count == 1
+    assert config.server.workers == "auto" and config.worker_count == max(1, os.cpu_count() or 1)
     [lst] = config.listeners
     assert (lst.name, lst.address, lst.tls, lst.auth) == ("smtp", "127.0.0.1:2525", "starttls", "optional")
     assert (lst.host, lst.port, lst.family) == ("127.0.0.1", 2525, socket.AF_INET)

@@ -148,7 +148,9 @@ LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 class ServerSection(_Section):
     hostname: StrictStr = Field(default="", validate_default=True)
     data_dir: Path = Field(default=Path(DEFAULT_DATA_DIR), validate_default=True)
-    workers: int | Literal["auto"] = 1
+    # One process per CPU: the sessions and the delivery runners use every core
+    # (a single process is held to one by the GIL).
+    workers: int | Literal["auto"] = "auto"
     log_file: Path | None = None
     log_level: LogLevel = "info"
     greeting: StrictStr = ""

@@ -225,8 +225,9 @@ def make_server(workdir: Path, *, listeners: list[dict[str, Any]] | None = None,
         ports[item["name"]] = int(item["address"].rsplit(":", 1)[1])
         rendered.append(item)
     config: dict[str, Any] = {
+        # One process unless a test asks for more: small, and its log lines in one place.
         "server": {"hostname": "mx.goniec.test", "data_dir": str(workdir / "data"),
-                   "log_level": "info"},
+                   "log_level": "info", "workers": 1},
         "domains": {"local": ["goniec.test", "localhost"]},
         # Network rule: a test server never asks a real resolver. A free loopback
         # port answers nothing, so a lookup fails fast; tests that need DNS start
