@@ -7,7 +7,6 @@ import multiprocessing
 import time
 
 import pytest
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from goniec import replies as r
@@ -88,9 +87,17 @@ def test_merge_sums_two_workers_and_parses() -> None:
     assert s[("goniec_workers_reporting", ())] == 2
 
 
-def test_one_process_registry_exposes_its_own_numbers() -> None:
+def test_one_process_exposes_its_own_numbers_without_loading_prometheus_client() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, goniec.obs.metrics as m, goniec.server.session, goniec.delivery.worker;"
+            "m.current().received('smtp', 10); m.current().snapshot();"
+            "print('prometheus_client' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr  # only a scrape imports it
     m = _worker_a(time.time())
-    s = _samples(generate_latest(m.registry))
+    s = _samples(merge([m.snapshot()]))
     assert s[("goniec_smtp_messages_received_total", (("listener", "smtp"),))] == 1
     assert s[("goniec_delivery_latency_seconds_count", ())] == 2
 

@@ -4,8 +4,8 @@ Owns `Metrics` (the counters, gauges and the delivery latency histogram of
 this process, plus a per-minute ring of the last hour for the manager's
 charts), the per-process accessor `current()` (a forked worker starts with
 a fresh one: counts start after fork), `snapshot()` (a JSON-serialisable
-picture), `merge()` (the Prometheus text of the sum over snapshots, through
-prometheus-client's exposition code and a custom Collector) and `last_hour()`.
+picture), `merge()` (the Prometheus text of the sum over snapshots, made by
+`goniec.obs.exposition` with prometheus-client) and `last_hour()`.
 
 The recording methods are on the hot path: they add to plain dicts (no
 locks, no label lookups); prometheus-client only runs at scrape time. They
@@ -19,17 +19,8 @@ import bisect
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
 
 from goniec.errors import Reply
 from goniec.obs.rules import rule_of
@@ -89,7 +80,7 @@ class _MinuteRing:
 
 
 class Metrics:
-    """This process's numbers. `registry` exposes them alone (prometheus-client)."""
+    """This process's numbers (`merge([m.snapshot()])` exposes them alone)."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
@@ -106,8 +97,6 @@ class Metrics:
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
         self.latency_sum = 0.0
         self.rings = {kind: _MinuteRing() for kind in MINUTE_KINDS}
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(SnapshotCollector(lambda: [self.snapshot()]))
 
     # -- recording (hot path) ----------------------------------------------------------
     def session_opened(self, listener: str) -> None:
@@ -160,66 +149,15 @@ class Metrics:
         }
 
 
-class SnapshotCollector(Collector):
-    """Metric families of the sum of the snapshots `source()` returns (at each scrape)."""
-
-    def __init__(self, source: Callable[[], list[dict[str, Any]]],
-                 extra_gauges: Mapping[str, float] | None = None) -> None:
-        self.source = source
-        self.extra_gauges = dict(extra_gauges or {})
-
-    def collect(self) -> Iterable[Metric]:
-        snapshots = self.source()
-        yield from _summed(snapshots)
-        yield from _latency(snapshots)
-        for name, value in self.extra_gauges.items():
-            yield GaugeMetricFamily(PREFIX + name, EXTRA_GAUGES.get(name, name), value=value)
-
-
-def _summed(snapshots: list[dict[str, Any]]) -> Iterator[Metric]:
-    for name, (kind, help_text, label) in FAMILIES.items():
-        total: dict[str, float] = defaultdict(float)
-        for snap in snapshots:
-            for key, value in snap.get("samples", {}).get(name, {}).items():
-                total[key] += value
-        family: CounterMetricFamily | GaugeMetricFamily
-        if kind == "counter":
-            family = CounterMetricFamily(PREFIX + name, help_text, labels=[label])
-        else:
-            family = GaugeMetricFamily(PREFIX + name, help_text, labels=[label])
-        for key in sorted(total):
-            family.add_metric([key], total[key])
-        yield family
-
-
-def _latency(snapshots: list[dict[str, Any]]) -> Iterator[Metric]:
-    counts = [0] * (len(LATENCY_BUCKETS) + 1)
-    total = 0.0
-    for snap in snapshots:
-        hist = snap.get("histograms", {}).get(LATENCY)
-        if not hist or list(hist["buckets"]) != list(LATENCY_BUCKETS):
-            continue  # another version's buckets cannot be added up
-        for i, c in enumerate(hist["counts"]):
-            counts[i] += c
-        total += hist["sum"]
-    cumulative, buckets = 0, []
-    for bound, c in zip((*LATENCY_BUCKETS, float("inf")), counts, strict=True):
-        cumulative += c
-        buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-    family = HistogramMetricFamily(PREFIX + LATENCY, LATENCY_HELP)
-    family.add_metric([], buckets, sum_value=total)
-    yield family
-
-
 def merge(snapshots: list[dict[str, Any]],
           extra_gauges: Mapping[str, float] | None = None) -> bytes:
     """The Prometheus text exposition of the sum over `snapshots`, plus `extra_gauges`
     (short names, e.g. {"queue_messages": 12.0}; exposed as goniec_<name>), and
-    goniec_workers_reporting (how many snapshots were summed)."""
-    gauges = {"workers_reporting": float(len(snapshots)), **(extra_gauges or {})}
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(lambda: snapshots, gauges))
-    return generate_latest(registry)
+    goniec_workers_reporting (how many snapshots were summed). prometheus-client
+    (~10 MB per process) is imported here, at the first scrape, not by every worker."""
+    from goniec.obs import exposition
+
+    return exposition.merge(snapshots, extra_gauges)
 
 
 def last_hour(snapshots: list[dict[str, Any]], now: float
