@@ -14,6 +14,7 @@ from goniec.admin.tokens import TokenError
 from goniec.admin.users import UserError
 from goniec.config import load_config
 from goniec.model import Envelope, Recipient
+from goniec.obs import trail
 from goniec.queue.memory import MemoryQueueStore
 from goniec.queue.records import SubmissionInfo
 
@@ -38,7 +39,7 @@ def test_admin_without_a_server(tmp_path: Path) -> None:
         assert [r.id for r in rows] == [qid]
         assert await admin.queue_list(QueueFilter(recipient="nobody@")) == []
         view = await admin.queue_show(qid)
-        assert view.id == qid and view.trail == () or isinstance(view.trail, tuple)
+        assert view.id == qid and tuple(view.trail) == ()  # nothing happened to it yet
         status = await admin.status()
         assert (status.state, status.pid, status.queue_messages) == ("stopped", 0, 1)
         for live in (admin.pause(), admin.resume(), admin.reload(), admin.stop(),
@@ -47,6 +48,14 @@ def test_admin_without_a_server(tmp_path: Path) -> None:
                 await live
         result = await admin.queue_action("hold", QueueFilter(ids=(qid,)))
         assert result.done == [qid]
+        trail.current().flush()
+        assert [e["event"] for e in await admin.trail(qid)] == ["held"]
+        # No log file (stderr): a message id still finds its trail; anything else says why.
+        [entry] = await admin.log_search(msg=qid)
+        assert entry["logger"] == "trail" and entry["event"] == "held"
+        assert entry["fields"]["by"] == "admin"
+        with pytest.raises(ValueError, match="stderr"):
+            await admin.log_search(text="x")
         # SMTP users and the manager's users are separate files
         await admin.user_add("alice", "pw1")
         await admin.admin_user_add("root", "pw2")
@@ -69,5 +78,8 @@ def test_admin_without_a_server(tmp_path: Path) -> None:
         with pytest.raises(TokenError):
             await admin.token_delete("ci")
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        trail.set_current(None)  # trail_from_config made this test's the process trail
     assert (tmp_path / "d" / "admin-users").exists() and (tmp_path / "d" / "admin-tokens").exists()

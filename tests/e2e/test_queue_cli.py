@@ -97,3 +97,12 @@ def test_queue_actions_on_deferred_mail(server: ServerProcess) -> None:
     maildir = server.data_dir / "mail"
     reports = [p for p in maildir.rglob("*") if p.is_file() and "/new/" in str(p)]
     assert reports and any(b"user1@dest.test" in p.read_bytes() for p in reports)
+    # The trail outlives the message: what happened to the bounced one, by id.
+    r = server.cli("queue", "trail", second, "--json")
+    assert r.returncode == 0, r.stderr
+    events = [e["event"] for e in json.loads(r.stdout)]
+    assert events[0] == "received" and "deferred" in events and "bounced" in events, events
+    shown = server.cli("queue", "trail", second).stdout
+    assert "received" in shown and "bounced" in shown and "by=admin" in shown, shown
+    r = server.cli("queue", "trail", "nosuchid")
+    assert r.returncode == 1 and "no trail" in r.stderr

@@ -214,7 +214,7 @@ class Admin:
         """One message with its per-message trail; MessageNotFound when it is not queued."""
         from goniec.admin import message_view
 
-        trail = await asyncio.to_thread(_trail_of, self.config, queue_id)
+        trail = await asyncio.to_thread(message_trail, self.config, queue_id)
         return await asyncio.to_thread(message_view.show, self.store, queue_id, self.clock(),
                                        trail)
 
@@ -252,14 +252,32 @@ class Admin:
 
     async def log_search(self, *, session: str = "", msg: str = "", address: str = "",
                          text: str = "", limit: int = 200) -> list[Any]:
-        """Lines of the server's log file that match every given field (newest first)."""
+        """Entries that match every given field, newest first: lines of the server's
+        log file, and with `msg` also that message's trail (logger "trail"), which
+        outlives the message in the queue. ValueError when there is nothing to search
+        (the log goes to stderr and no message id was given)."""
         from goniec.obs.logsearch import search_log
 
         path = self.config.log_path
-        if path is None:
-            raise ValueError("the log goes to stderr: set server.log_file to search it here")
-        found: list[Any] = await asyncio.to_thread(search_log, path, session=session, msg=msg,
-                                                   address=address, text=text, limit=limit)
+        if path is None and not msg:
+            raise ValueError("the log goes to stderr: set server.log_file to search it here,"
+                             " or give a message id to see its trail")
+        found: list[Any] = []
+        if path is not None:
+            found = await asyncio.to_thread(search_log, path, session=session, msg=msg,
+                                            address=address, text=text, limit=limit)
+        if msg and not (session or address or text):
+            steps = await self.trail(msg, limit)
+            found = sorted(found + [_trail_entry(e) for e in steps],
+                           key=lambda e: str(e.get("time", "")), reverse=True)[:limit]
+        return found
+
+    async def trail(self, queue_id: str, limit: int = 500) -> list[dict[str, Any]]:
+        """The per-message trail of `queue_id` (received, each attempt, delivered,
+        deferred, bounced, operators' actions), oldest first; also for a message that
+        has left the queue, for as long as `[log] trail_days` keeps it."""
+        found: list[dict[str, Any]] = await asyncio.to_thread(message_trail, self.config, queue_id,
+                                                               limit)
         return found
 
     # SMTP users and admin users ---------------------------------------------------
@@ -338,9 +356,17 @@ def _last_hour(snapshots: list[dict[str, Any]], now: float
     return dict(totals), {k: list(v) for k, v in per_minute.items()}
 
 
-def _trail_of(config: Config, queue_id: str) -> list[dict[str, Any]]:
-    """The per-message trail of `queue_id` ([] when `[log] trail = false`)."""
+def message_trail(config: Config, queue_id: str, limit: int = 500) -> list[dict[str, Any]]:
+    """The per-message trail of `queue_id`, oldest first ([] when `[log] trail = false`).
+    Blocking: it reads the trail files (the CLI calls it directly, server up or down)."""
     from goniec.obs.log import trail_from_config
 
     trail = trail_from_config(config)  # the server's own when it runs here; else read only
-    return [] if trail is None else trail.search(queue_id, 500)
+    return [] if trail is None else trail.search(queue_id, limit)
+
+
+def _trail_entry(step: dict[str, Any]) -> dict[str, Any]:
+    """A trail line in the shape of a log search result."""
+    fields = {k: v for k, v in step.items() if k not in ("time", "event")}
+    return {"time": step.get("time", ""), "level": "info", "logger": "trail",
+            "event": step.get("event", ""), "fields": fields}

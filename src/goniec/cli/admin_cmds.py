@@ -324,6 +324,27 @@ def register(cli: click.Group, queue_group: click.Group) -> None:
         """One message: envelope, recipients' attempts, headers, parts, trail."""
         queue_show(queue_id, config_path, as_json)
 
+    @queue_group.command("trail")
+    @click.argument("queue_id")
+    @config_option
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    def trail(queue_id: str, config_path: str | None, as_json: bool) -> None:
+        """What happened to one message, also after it left the queue: received, each
+        attempt, delivered, deferred, bounced, and operators' actions."""
+        from goniec.admin.service import message_trail
+
+        steps = message_trail(_load(config_path), queue_id)
+        if as_json:
+            print_json(steps)
+            return
+        if not steps:
+            fail(f"goniec: no trail of {queue_id} (unknown, older than [log] trail_days, or"
+                 " the trail is off)")
+        table(("TIME", "EVENT", "DETAILS"),
+              [(e.get("time", ""), e.get("event", ""),
+                " ".join(f"{k}={v}" for k, v in e.items() if k not in ("time", "event", "msg")))
+               for e in steps])
+
     for action in QUEUE_ACTIONS:
         queue_group.add_command(_action_command(action))
 
