@@ -109,3 +109,21 @@ def test_seal_failure_forwards_unsealed(tmp_path: Path, caplog: pytest.LogCaptur
     assert got.data == b"Delivered-To: away@goniec.test\r\n" + OURS + MESSAGE
     [line] = [r.getMessage() for r in caplog.records if "arc_failed" in r.getMessage()]
     assert "key=ed1._domainkey.goniec.test" in line and "SealError" in line
+
+
+def test_seal_oversigns_like_our_dkim(zone: ZoneServer, arc_key: DkimKey) -> None:
+    """The ARC-Message-Signature lists the fields a replay would add once more than present
+    (RFC 6376 8.15), as our DKIM signatures do: a Subject, From or Reply-To added after
+    the seal breaks it (dkimpy's default h= over-signs From only)."""
+    from goniec.mailauth import arc
+
+    message = b"Delivered-To: away@goniec.test\r\n" + OURS + MESSAGE
+    sealed = arc.seal(message, arc_key, "mx.goniec.test") + message
+    assert arc_verify(zone, sealed) == (dkim.CV_Pass, "success")
+    ams = sealed.split(b"ARC-Message-Signature:", 1)[1].split(b"bh=", 1)[0]
+    signed = [h.strip() for h in b"".join(ams.split()).split(b"h=", 1)[1].rstrip(b";").split(b":")]
+    assert signed.count(b"subject") == 2 and signed.count(b"reply-to") == 1, signed
+    at = sealed.index(b"From: Alice")
+    for added in (b"Subject: URGENT: wire money\r\n", b"Reply-To: x@elsewhere.invalid\r\n",
+                  b"From: CEO <ceo@goniec.test>\r\n"):
+        assert arc_verify(zone, sealed[:at] + added + sealed[at:])[0] == dkim.CV_Fail, added

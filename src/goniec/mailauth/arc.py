@@ -9,7 +9,10 @@ Owns, on top of dkimpy's `ARC` (the reference implementation):
 - `seal`: the next ARC set (ARC-Seal, ARC-Message-Signature,
   ARC-Authentication-Results) for a message we forward. The message must
   already carry our Authentication-Results header (`results.py`), whose
-  arc= result becomes cv= (RFC 8617 4.1.3, 5.1). ARC signs with RSA only
+  arc= result becomes cv= (RFC 8617 4.1.3, 5.1). The ARC-Message-Signature
+  covers the header fields our DKIM signatures cover, over-signed the same way
+  (`dkim.headers_to_sign`), so a Subject or Reply-To added after the seal breaks
+  it (dkimpy's default over-signs From only). ARC signs with RSA only
   (dkimpy, rsa-sha256); dkimpy's RSA is pure Python (~6 ms per signature, two
   per set), so call `seal_in_thread` from the event loop.
 
@@ -29,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from dkim.util import InvalidTagValueList, parse_tag_value
 
-from goniec.mailauth.dkim import fetch_keys
+from goniec.mailauth.dkim import fetch_keys, headers_to_sign
 from goniec.mailauth.dkimfast import split_message
 from goniec.mailauth.dnsview import DnsAnswer, DnsView
 from goniec.mailauth.keys import DkimKey
@@ -117,9 +120,13 @@ def seal(message: bytes, key: DkimKey, authserv_id: str, *,
                                         serialization.PrivateFormat.TraditionalOpenSSL,
                                         serialization.NoEncryption())
     try:
+        # RFC 6376 8.15 (AMS signing follows DKIM's, RFC 8617 4.1.2): list the fields a
+        # replay would add once more than present, as our DKIM signatures do.
+        include = headers_to_sign(split_message(message)[0])
         lines = dkimpy.arc_sign(message, key.selector.encode(), key.domain.encode(), pem,
-                                authserv_id.encode(), timestamp=timestamp)
-    except dkimpy.DKIMException as exc:
+                                authserv_id.encode(), include_headers=include,
+                                timestamp=timestamp)
+    except (dkimpy.DKIMException, IndexError) as exc:  # IndexError: leading continuation
         raise SealError(f"cannot seal: {exc}") from None
     return b"".join(lines)
 
