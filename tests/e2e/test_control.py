@@ -146,6 +146,9 @@ def test_a_stuck_worker_is_reported_not_waited_for(server: ServerProcess) -> Non
         started = time.monotonic()
         assert cli_json(server, "sessions") == []  # worker 0's, after the 2 s timeout
         assert time.monotonic() - started < 10
+        status = cli_json(server, "status")  # says whose numbers are missing
+        assert list(status["workers_unreachable"]) == ["1"], status
+        assert "worker 1" in cli(server, "status").stdout
     finally:
         os.kill(stuck, signal.SIGCONT)
     assert "event=worker_unreachable worker=1 op=sessions" in server.log()

@@ -77,6 +77,9 @@ class Status(_Row):
     # The last hour, as totals and as 60 per-minute counts (oldest first) for charts.
     last_hour: dict[str, int] = field(default_factory=dict)  # received, delivered, deferred, failed
     per_minute: dict[str, list[int]] = field(default_factory=dict)
+    # Workers that did not answer this status request ("1": why): their sessions and
+    # counts are missing above. Empty when all answered.
+    workers_unreachable: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:

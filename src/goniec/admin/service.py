@@ -145,13 +145,17 @@ class Admin:
                           hostname=self.config.server.hostname, pid=0, started="", uptime=0.0,
                           workers=self.config.worker_count, **counts)
         sessions = sum(len(rows) for _, rows in await rt.collect("sessions"))
+        missing = dict(rt.unreachable)
         snapshots = [snap for _, snap in await rt.collect("metrics") if snap]
+        missing.update(rt.unreachable)
         totals, per_minute = _last_hour(snapshots, now)
         return Status(state="paused" if rt.pause.paused else "running", version=__version__,
                       hostname=self.config.server.hostname, pid=rt.main_pid,
                       started=iso_time(rt.started), uptime=round(rt.uptime, 3),
                       workers=rt.workers, listeners=list(rt.listeners), sessions=sessions,
-                      last_hour=totals, per_minute=per_minute, **counts)
+                      last_hour=totals, per_minute=per_minute,
+                      workers_unreachable={str(i): why for i, why in sorted(missing.items())},
+                      **counts)
 
     def _queue_counts(self, now: float) -> dict[str, Any]:
         from goniec.admin.queue_ops import message_state

@@ -74,6 +74,8 @@ def status_cmd(config_path: str | None, as_json: bool) -> None:
             ("last hour", ", ".join(f"{v} {k}" for k, v in hour.items()) or "-")]
     rows += [(f"listener {x.name}", f"{x.address} tls={x.tls} auth={x.auth}")
              for x in st.listeners]
+    rows += [(f"worker {i}", f"did not answer ({why}): its sessions and counts are missing")
+             for i, why in st.workers_unreachable.items()]
     table(("", ""), rows, header=False)
 
 
