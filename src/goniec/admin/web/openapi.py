@@ -157,7 +157,9 @@ def schemas() -> dict[str, Any]:
             "queue_messages": i, "queue_deferred": i, "queue_held": i, "queue_oldest_age": n,
             "last_hour": counts,
             "per_minute": {"type": "object", "additionalProperties": {"type": "array",
-                                                                      "items": i}}}},
+                                                                      "items": i}},
+            "workers_unreachable": {"type": "object", "additionalProperties": s,
+                                    "description": "worker index -> why it did not answer"}}},
         "Session": {"type": "object", "properties": {
             "id": s, "worker": i, "listener": s, "client": s, "helo": s, "user": s, "tls": s,
             "state": s, "started": s, "duration": n, "messages": i}},
