@@ -98,6 +98,9 @@ def queue_rows(messages: Iterable[QueuedMessage]) -> list[QueueRow]:
 # (goniec.admin.web), and the CLI through the control socket (goniec.admin.control).
 
 
+COUNTS_TTL = 5.0  # seconds the queue counts of status and /metrics are reused
+
+
 class ServerDown(RuntimeError):
     """A live action was asked of an Admin built without a running server."""
 
@@ -128,6 +131,9 @@ class Admin:
         self._users = UserStore(config.users_path, hasher)
         self._admins = UserStore(_admin_path(config, "users_file"), hasher)
         self._tokens = TokenStore(_admin_path(config, "tokens_file"))
+        # (when, counts): reading every record of a big queue takes seconds, and the
+        # overview and every /metrics scrape ask; an operator's action clears it.
+        self._counts: tuple[float, dict[str, Any]] | None = None
 
     def _live(self, what: str) -> Runtime:
         if self.runtime is None:
@@ -138,7 +144,7 @@ class Admin:
     async def status(self) -> Status:
         """The overview: state, uptime, listeners, sessions, queue, the last hour."""
         now = self.clock()
-        counts = await asyncio.to_thread(self._queue_counts, now)
+        counts = await self._queue_counts_cached(now)
         rt = self.runtime
         if rt is None:
             return Status(state="stopped", version=__version__,
@@ -156,6 +162,14 @@ class Admin:
                       last_hour=totals, per_minute=per_minute,
                       workers_unreachable={str(i): why for i, why in sorted(missing.items())},
                       **counts)
+
+    async def _queue_counts_cached(self, now: float) -> dict[str, Any]:
+        cached = self._counts
+        if cached is not None and 0 <= now - cached[0] < COUNTS_TTL:
+            return cached[1]
+        counts = await asyncio.to_thread(self._queue_counts, now)
+        self._counts = (now, counts)
+        return counts
 
     def _queue_counts(self, now: float) -> dict[str, Any]:
         from goniec.admin.queue_ops import message_state
@@ -232,6 +246,7 @@ class Admin:
         # queue_ops logs each message and the outcome: one line per event, not two.
         result = await queue_ops.apply(self.store, action, flt, self.clock(), progress=progress,
                                        report=report)
+        self._counts = None  # the overview after an action shows its effect
         if action in ("retry", "release") and result.done and self.runtime is not None:
             # Every worker's runner keeps its own schedule: tell them all "due now".
             await self.runtime.collect("reschedule", {"ids": result.done})
@@ -244,7 +259,7 @@ class Admin:
 
         rt = self._live("metrics")
         snapshots = [snap for _, snap in await rt.collect("metrics") if snap]
-        counts = await asyncio.to_thread(self._queue_counts, self.clock())
+        counts = await self._queue_counts_cached(self.clock())
         gauges = {  # short names: merge exposes them as goniec_<name>
             "queue_messages": float(counts["queue_messages"]),
             "queue_deferred": float(counts["queue_deferred"]),
