@@ -49,7 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="goniec workers")
     p.add_argument("--workers-sweep", action="store_true", help="also run goniec with workers=1")
     p.add_argument("--mailauth", action="store_true",
-                   help="also run goniec-sign (DKIM signing) and goniec-inbound (sender checks)")
+                   help="also run goniec-sign (DKIM, RSA), goniec-sign-ed (Ed25519) and"
+                        " goniec-inbound (sender checks)")
     p.add_argument("--tool", choices=["auto", "smtp-source", "loadgen"], default="auto",
                    help="load driver (auto: smtp-source when installed)")  # fmt: skip
     p.add_argument("--only", action="append", default=[], metavar="GLOB",
@@ -92,6 +93,8 @@ def factories(a: argparse.Namespace) -> dict[str, Callable[[], Server]]:
                 out["goniec-w1"] = lambda: Goniec(1, "goniec-w1")
             if a.mailauth:
                 out["goniec-sign"] = lambda: Goniec(a.workers, "goniec-sign", "sign")
+                out["goniec-sign-ed"] = lambda: Goniec(a.workers, "goniec-sign-ed",
+                                                       "sign-ed25519")
                 out["goniec-inbound"] = lambda: Goniec(a.workers, "goniec-inbound", "inbound",
                                                        a.dns_port)
         elif name == "aiosmtpd":

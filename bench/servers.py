@@ -236,7 +236,7 @@ class Goniec(SubprocessServer):
     """goniec serve -c <workdir>/goniec.toml with a temporary data_dir.
 
     mailauth "sign": an RSA-2048 DKIM key for bench.test, so every message (from
-    127.0.0.1, a trusted client) is signed; "inbound": the load generator is not
+    127.0.0.1, a trusted client) is signed ("sign-ed25519": an Ed25519 key, RFC 8463); "inbound": the load generator is not
     trusted (empty relay list) and every message gets SPF/DKIM/DMARC/ARC checks
     against the DNS server on `dns_port`.
     """
@@ -267,10 +267,11 @@ class Goniec(SubprocessServer):
             last = why[-1] if why else f"exit status {probe.returncode}"
             raise Unavailable(f"`{' '.join(self.base)} serve` not usable yet: {last}")
         extra = ""
-        if self.mailauth == "sign":
+        if self.mailauth in ("sign", "sign-ed25519"):
             from goniec.mailauth.keys import keygen
 
-            key, _ = keygen(self.workdir, "bench.test", "bench")
+            algorithm = "ed25519" if self.mailauth == "sign-ed25519" else "rsa"
+            key, _ = keygen(self.workdir, "bench.test", "bench", algorithm)
             extra = ('[[mailauth.dkim]]\ndomain = "bench.test"\nselector = "bench"\n'
                      f'key_file = "{key}"\n')
         elif self.mailauth == "inbound":
