@@ -166,6 +166,7 @@ class _Server:
         self.ctx = ctx
         self.announce = announce  # log "reloaded" here (False in workers: the parent does)
         self.admin: Any = None  # the Admin of the admin process: it sees the new config too
+        self.delivery: Any = None  # this process's DeliveryService: routes follow reloads
 
     async def reload(self) -> None:
         try:
@@ -188,6 +189,15 @@ class _Server:
         if "listeners" in pending:
             # The sockets are the old ones until a restart: so are their protocol options.
             settings = dataclasses.replace(settings, options=ctx.settings.options)
+        changed = (new.delivery != self.config.delivery
+                   or new.remote_domains != self.config.remote_domains)
+        if self.delivery is not None and changed:
+            try:
+                self.delivery.reconfigure(new.delivery, settings.rules.directory.domains)
+            except ValueError as exc:  # a password file that cannot be read: keep the old
+                log_event(log, "reload_failed", level=logging.ERROR, config=self.source,
+                          reason=str(exc), kept="old rules")
+                return
         ctx.settings = settings
         ctx.counter.total_limit = new.limits.connections
         ctx.counter.per_ip_limit = new.limits.connections_per_ip
@@ -246,6 +256,7 @@ async def _serve(config: Config, source: Path | None, sockets: list[socket.socke
                                           if delivery is not None else None))
     services = await start_services(ctx, config, source, store, runtime, stop)
     server.admin = services.admin
+    server.delivery = delivery
     delivery_task = None
     if delivery is not None:
         delivery_task = loop.create_task(delivery.run(stop))

@@ -410,3 +410,17 @@ def test_mailauth_domain_policies(tmp_path: Path) -> None:
     off = load_config(write(tmp_path, '[mailauth.domains."a.test"]\ndmarc = "enforce"\n'))
     assert config_warnings(off)[-1] == ('mailauth.inbound = "off": [mailauth.domains] has no'
                                          " effect (no message is checked)")
+
+
+def test_delivery_keys_that_need_a_restart(tmp_path: Path) -> None:
+    from goniec.config.delivery import restart_keys
+    from goniec.server.supervisor import restart_needed
+
+    old = load_config(write(tmp_path, '[delivery]\nsmart_host = "a.example.test"\n'))
+    routes = load_config(write(tmp_path, '[delivery]\nsmart_host = "b.example.test"\n'
+                                         'retry = ["5m"]\nhelo_name = "out.example.test"\n'))
+    assert restart_keys(old.delivery, routes.delivery) == []
+    assert restart_needed(old, routes) == []  # routes, schedule, HELO: applied by a reload
+    pace = load_config(write(tmp_path, '[delivery]\nsmart_host = "a.example.test"\n'
+                                       'parallel = 10\nconnections = 5\n'))
+    assert restart_needed(old, pace) == ["delivery.connections", "delivery.parallel"]

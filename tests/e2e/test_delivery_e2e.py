@@ -369,3 +369,33 @@ def test_sigterm_while_a_destination_stalls(tmp_path: Path, dns: ZoneServer,
         [got] = sink.received()
     assert got.rcpts == ("user@stall.test",)
     assert split_trace(got.data)[1] == ORIGINAL
+
+
+def test_a_reload_moves_delivery_to_a_new_smart_host(tmp_path: Path, dns: ZoneServer,
+                                                      zone: dict[str, Any]) -> None:
+    """[delivery] routes follow `goniec reload`: no restart, no lost or stuck mail."""
+    zone["direct.test"] = {"MX": [(10, "mx.direct.test")]}
+    zone["mx.direct.test"] = {"A": ["127.0.0.1"]}
+    with Sink() as first, Sink() as second:
+        a = sender_server(tmp_path / "a", dns, first.port, workers=2)
+        a.workdir.mkdir()
+        a.start()
+        try:
+            send(a.port, "alice@sender.test", ["user@direct.test"])
+            wait_until(lambda: first.count() == 1, "delivery by MX", logs=logs_of(a))
+            a.config["delivery"]["smart_host"] = f"[127.0.0.1]:{second.port}"
+            a.config["delivery"]["smart_host_tls"] = "none"
+            a.config_path.write_text(to_toml(a.config))
+            r = a.cli("reload")
+            assert r.returncode == 0, r.stderr
+            wait_until(lambda: a.log().count("event=reloaded") >= 1, "the reload",
+                       logs=logs_of(a))
+            line = [x for x in a.log().splitlines() if "event=reloaded" in x][-1]
+            assert "restart_needed=-" in line, line  # routes are not a restart key any more
+            for i in range(4):  # both workers' runners use the new route
+                send(a.port, "alice@sender.test", [f"user{i}@direct.test"])
+            wait_until(lambda: second.count() == 4 and not a.spool_ids(), "via the smart host",
+                       logs=logs_of(a))
+            assert first.count() == 1
+        finally:
+            a.stop()

@@ -261,3 +261,17 @@ class DeliverySection(_Section):
             badmail_dir=self.badmail.dir or data_dir / "badmail",
             pickup_dir=self.pickup.dir,
         )
+
+
+# [delivery] keys a reload cannot change in a running process (the connection pool's
+# limits and the runner's pace are fixed when they are made; folders are opened once).
+# Everything else (routes, smart host, TLS, logins, retry schedule, reports, HELO name,
+# masquerade, port, timeouts) follows a reload (`DeliveryService.reconfigure`).
+RESTART_KEYS = ("enabled", "connections", "connections_per_destination",
+                "messages_per_connection", "idle_timeout", "parallel", "scan_interval",
+                "local", "pickup", "badmail")
+
+
+def restart_keys(old: DeliverySection, new: DeliverySection) -> list[str]:
+    """The [delivery] keys that differ and only take effect after a restart."""
+    return [f"delivery.{k}" for k in RESTART_KEYS if getattr(old, k) != getattr(new, k)]

@@ -80,7 +80,7 @@ class PasswordLogin:
 
 @dataclass(frozen=True, slots=True)
 class OAuth2Login:
-    """AUTH XOAUTH2 / OAUTHBEARER with tokens from `tokens` (Microsoft 365, Google)."""
+    """AUTH XOAUTH2 / OAUTHBEARER with tokens from `tokens` (Microsoft 365)."""
 
     username: str
     tokens: TokenProvider = field(repr=False, compare=False)

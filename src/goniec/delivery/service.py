@@ -102,6 +102,31 @@ class DeliveryService:
     transport: Transport
     pickup: PickupFolder | None = None
     pickup_interval: float = 1.0
+    hostname: str = ""
+
+    def reconfigure(self, delivery: DeliverySection, domains: Domains) -> None:
+        """After a reload: new routes (smart host, per-domain routes, TLS, logins), retry
+        schedule and reports, and client settings (HELO name, masquerade, port,
+        timeouts), for every attempt that starts from now on. Attempts under way finish
+        with what they had; idle connections of a route whose TLS or login changed are
+        not reused (the route is part of their key). Raises ValueError (an unreadable
+        password file) and changes nothing then."""
+        d = delivery
+        table = routing_table(d, domains)
+        worker = self.runner.worker
+        old_login = getattr(worker.table.smart_host_route, "login", None)
+        worker.table = table
+        worker.settings = dataclasses.replace(
+            worker.settings, remote=Timing(d.retry, d.delay_notice, d.expire),
+            local=Timing(d.local_retry, d.local_delay_notice, d.local_expire),
+            delay_without_notify=d.delay_notice_without_notify, ndr_copy_to=d.ndr_copy_to)
+        if isinstance(self.transport, SmtpTransport):
+            self.transport.policy = client_policy(d, self.hostname)
+        tokens = getattr(old_login, "tokens", None)
+        if tokens is not None and tokens is not getattr(table.smart_host_route.login, "tokens",
+                                                        None):
+            task = asyncio.get_running_loop().create_task(tokens.aclose())
+            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
     def wake(self) -> None:
         self.runner.wake()
@@ -134,7 +159,7 @@ def build_service(delivery: DeliverySection, *, store: QueueStore, resolver: Res
     service, each gets its share of the connection limits (leases keep them apart).
 
     `directory` may be a callable giving the current one (after a reload): aliases
-    and forwards then follow it; the routing table is built once, from the first.
+    and forwards then follow it; the routing table is rebuilt by `reconfigure`.
     `arc_key` gives the key that ARC-seals a copy forwarded for a domain (RFC 8617);
     None: forwarded copies are never sealed."""
     d = delivery
@@ -172,4 +197,4 @@ def build_service(delivery: DeliverySection, *, store: QueueStore, resolver: Res
         pickup = PickupFolder(paths.pickup_dir, store, badmail, hostname=hostname,
                               dot_stuffed=d.pickup.dot_stuffed, on_queued=runner.wake,
                               clock=clock)
-    return DeliveryService(runner, transport, pickup, d.pickup.scan_interval)
+    return DeliveryService(runner, transport, pickup, d.pickup.scan_interval, hostname)

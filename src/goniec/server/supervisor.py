@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from goniec.config.delivery import restart_keys
 from goniec.config.load import load_config
 from goniec.config.schema import Config
 from goniec.errors import ConfigError
@@ -35,8 +36,9 @@ def restart_needed(old: Config, new: Config) -> list[str]:
     """Keys that differ between `old` and `new` but only take effect after a restart."""
     out = [f"server.{k}" for k in ("hostname", "data_dir", "workers", "log_file", "user", "group")
            if getattr(old.server, k) != getattr(new.server, k)]
-    out += [name for name in ("listeners", "tls", "queue", "delivery")
+    out += [name for name in ("listeners", "tls", "queue")
             if getattr(old, name) != getattr(new, name)]
+    out += restart_keys(old.delivery, new.delivery)
     if old.auth.users_file != new.auth.users_file:
         out.append("auth.users_file")
     if old.admin.control_socket != new.admin.control_socket:
