@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from webfakes import EVIL_SUBJECT, FakeAdmin, TestClient, csrf_of, login
 
-from conftest import EVIL_SUBJECT, FakeAdmin, TestClient, csrf_of, login
 from goniec.admin.web import auth, create_app
 
 PAGES = ["/", "/sessions", "/queue", "/queue/Q1", "/settings/general", "/settings/access",

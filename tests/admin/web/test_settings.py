@@ -105,9 +105,13 @@ def test_maps_sizes_durations_and_restart_flags(conf: Path) -> None:
     assert current.config.domains.aliases == {"example.org": "example.test"}
     result = st.save(conf, "delivery", form_of(current, "delivery", **{
         "delivery.retry": "5m\n1h", "delivery.expire": "3d"}), current.version)
-    assert result.ok and set(result.restart) == {"delivery.retry", "delivery.expire"}
+    assert result.ok and result.restart == []  # the retry schedule follows a reload
     current = st.SettingsFile.read(conf)
     assert current.config.delivery.retry == (300.0, 3600.0)
+    result = st.save(conf, "delivery", form_of(current, "delivery", **{
+        "delivery.connections": "50"}), current.version)
+    assert result.ok and result.restart == ["delivery.connections"]  # the pool: a restart
+    current = st.SettingsFile.read(conf)
     assert current.values("delivery")["delivery.expire"] == "3d"
     result = st.save(conf, "messages", form_of(current, "messages", **{
         "limits.message_size": "25MB"}), current.version)
