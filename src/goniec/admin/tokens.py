@@ -14,12 +14,9 @@ and `TokenError` for a bad request (name taken, no such token, bad name).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import hmac
-import os
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from goniec.admin import securefile
 from goniec.admin.users import UserError, check_name
 from goniec.errors import ConfigError
 
@@ -141,32 +139,8 @@ class TokenStore:
             self._write("".join(f"{n}:{d}:{c:.0f}\n" for n, (d, c) in tokens.items()))
             self._stamp = None
 
-    @contextlib.contextmanager
-    def _file_lock(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _file_lock(self) -> contextlib.AbstractContextManager[None]:
+        return securefile.file_lock(self.path)
 
     def _write(self, text: str) -> None:
-        directory = self.path.parent
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                os.fchmod(fh.fileno(), 0o600)
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        securefile.write_private(self.path, text)

@@ -11,9 +11,6 @@ malformed file (naming file and line) and `UserError` for a bad request
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
-import tempfile
 import threading
 import unicodedata
 from collections.abc import Iterator
@@ -23,6 +20,7 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from goniec.admin import securefile
 from goniec.errors import ConfigError
 
 MAX_NAME = 256
@@ -179,33 +177,8 @@ class UserStore:
             self._write("".join(line + "\n" for line in parsed.lines))
             self._stamp = None
 
-    @contextlib.contextmanager
-    def _file_lock(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
+    def _file_lock(self) -> contextlib.AbstractContextManager[None]:
+        return securefile.file_lock(self.path)
 
     def _write(self, text: str) -> None:
-        directory = self.path.parent
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                os.fchmod(fh.fileno(), 0o600)
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        securefile.write_private(self.path, text)
