@@ -60,22 +60,11 @@ def uvicorn_config(admin: Any, config: Config) -> uvicorn.Config:
 
 def bind(config: Config) -> socket.socket:
     """The manager's listening socket (bound here: uvicorn would sys.exit on failure)."""
+    from goniec.server.listener import bind_socket
+
     endpoint = config.admin.web_endpoint
     assert endpoint is not None
-    host, port = endpoint
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    return bind_socket(*endpoint)
 
 
 async def serve(admin: Any, config: Config, stop: asyncio.Event) -> None:
