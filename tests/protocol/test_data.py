@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from goniec import replies as r
 from goniec.errors import Reply
@@ -17,6 +19,7 @@ from goniec.protocol import (
     MessageRejected,
     TransactionReset,
 )
+from goniec.protocol.data import DotReader
 
 from .harness import Shell, body_of, kinds, wire
 
@@ -291,3 +294,37 @@ def test_verdict_does_not_depend_on_the_split(
     s = ready(max_message_size=20, max_line_length=11)
     events = send(s, body + b"\r\n.\r\n", pieces=pieces)
     assert kinds(events) == [MessageRejected] and events[-1] == MessageRejected(reply)
+
+
+# --- the scanner against a plain model -----------------------------------------------
+def _model(wire_bytes: bytes) -> tuple[bool, int, bool, bytes]:
+    """(finished, octets consumed, bare CR/LF, unstuffed body), the slow obvious way."""
+    data = b"\r\n" + wire_bytes  # the body starts at a line start
+    end = data.find(b"\r\n.\r\n")
+    if end < 0:
+        return False, 0, False, b""
+    body = data[2 : end + 2]
+    unpaired = body.replace(b"\r\n", b"")
+    bare = b"\r" in unpaired or b"\n" in unpaired
+    return True, end + 3, bare, (b"\r\n" + body).replace(b"\r\n.", b"\r\n")[2:]
+
+
+@given(st.lists(st.sampled_from([b"x", b".", b"\r", b"\n", b"\r\n", b"\r\n.", b"\r\n.\r\n"]),
+                max_size=40))
+def test_scanner_agrees_with_a_plain_model(parts: list[bytes]) -> None:
+    wire_bytes = b"".join(parts)
+    reader, pos, chunks, done = DotReader(0, 0), 0, [], False
+    while not done:
+        new_pos, chunk, done = reader.feed(wire_bytes, pos)
+        if chunk:
+            chunks.append(chunk)
+        if new_pos == pos and not done:
+            break  # needs more input
+        pos = new_pos
+    finished, consumed, bare, body = _model(wire_bytes)
+    assert done == finished
+    if finished:
+        assert pos == consumed
+        assert reader.bare == bare
+        if not bare:
+            assert b"".join(chunks) == body

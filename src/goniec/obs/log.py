@@ -10,14 +10,28 @@ rotation by size or by day with concurrent-log-handler, which several worker
 processes can share (a lock file next to the log). `setup_from_config` and
 `trail_from_config` turn the config into these. Raises ValueError for an
 unknown level name, format or rotation.
+
+Inside a running event loop, the lines to stderr (or `stream`) and to a
+`WatchedFileHandler` file go out once per loop iteration, all together
+(`LoopBatchedStream`, `_BatchedWatchedFile`), instead of one write() per line:
+a write to a file that shares its file system with the spool can wait for
+the journal commit of a concurrent fsync, and cost 0.2 ms of CPU per
+accepted message here. Lines are held only until the loop has run the
+callbacks that were ready, and written at once outside a loop, at fork and
+by `logging.shutdown()`; a SIGKILL can lose the lines of that one iteration.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import logging.handlers
+import os
+import re
 import sys
+import threading
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -32,6 +46,12 @@ _SAFE = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
     "@.:/_-+,;[]<>()*!?#$%&'~^|{}"
 )
+# The same set as one regex: a C-speed check, where a Python loop over the
+# characters cost most of a log line (several lines per accepted message).
+_SAFE_TEXT = re.compile("[" + re.escape("".join(sorted(_SAFE))) + "]+").fullmatch
+# What a record made by `log_event` says for its source: finding the caller
+# (a walk up the stack per line) is skipped, no format prints it.
+_NO_SOURCE = "(unknown file)"
 
 
 def format_value(value: object) -> str:
@@ -43,7 +63,7 @@ def format_value(value: object) -> str:
     if value is False:
         return "false"
     text = value if isinstance(value, str) else str(value)
-    if text and all(c in _SAFE for c in text):
+    if _SAFE_TEXT(text):
         return text
     out = []
     for c in text:
@@ -79,18 +99,27 @@ def log_event(
 
     Costs one level check when the level is disabled; fields are only turned
     into text when a handler writes the line. `level` is the logging level, so
-    it cannot be a field name.
+    it cannot be a field name. The record carries no source location: it is
+    made directly, as `Logger.log` would, minus the stack walk (the hot events
+    of every message come through here).
     """
     if logger.isEnabledFor(level):
-        logger.log(level, Event(event, fields))
+        logger.handle(logger.makeRecord(logger.name, level, _NO_SOURCE, 0,
+                                        Event(event, fields), (), None))
 
 
 class LineFormatter(logging.Formatter):
     """`<UTC time with ms>Z <level> <logger> <fields>` on exactly one line."""
 
+    _second = -1  # the second `_prefix` was made for: strftime once a second, not a line
+    _prefix = ""
+
     def format(self, record: logging.LogRecord) -> str:
-        t = time.gmtime(record.created)
-        stamp = f"{time.strftime('%Y-%m-%dT%H:%M:%S', t)}.{int(record.msecs):03d}Z"
+        second = int(record.created)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        stamp = f"{self._prefix}.{int(record.msecs):03d}Z"
         msg = record.msg
         if isinstance(msg, Event) and not record.args:
             body = str(msg)
@@ -103,6 +132,91 @@ class LineFormatter(logging.Formatter):
         if record.stack_info:
             body += f" stack={format_value(record.stack_info)}"
         return f"{stamp} {record.levelname.lower()} {record.name} {body}"
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class LoopBatchedStream:
+    """A handler's text stream that, in a running event loop, writes once per iteration.
+
+    `write` only keeps the text; `flush` (the handler's, after every line)
+    schedules one `drain` with `call_soon` in the loop's thread, or drains at
+    once anywhere else (another thread, no loop). A failed write drops the
+    lines, as logging does with a line it cannot write.
+    """
+
+    def __init__(self, target: TextIO) -> None:
+        self.target = target
+        self._parts: list[str] = []
+        self._lock = threading.Lock()
+        self._scheduled_on: asyncio.AbstractEventLoop | None = None
+        _batched.add(self)
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.target, "name", ""))
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._parts.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        loop = _running_loop()
+        if loop is None:
+            self.drain()
+        elif self._scheduled_on is not loop:
+            self._scheduled_on = loop
+            loop.call_soon(self.drain)
+
+    def drain(self) -> None:
+        """Write out everything kept, now."""
+        with self._lock:
+            self._scheduled_on = None
+            if not self._parts:
+                return
+            text = "".join(self._parts)
+            self._parts.clear()
+            try:
+                self.target.write(text)
+                self.target.flush()
+            except (OSError, ValueError):
+                pass
+
+
+class _BatchedWatchedFile(logging.handlers.WatchedFileHandler):
+    """`WatchedFileHandler` whose flush after each line waits, in a running loop, for the
+    end of the loop iteration (its file is block-buffered: lines gather there)."""
+
+    _scheduled_on: asyncio.AbstractEventLoop | None = None
+
+    def flush(self) -> None:
+        loop = _running_loop()
+        if loop is None:
+            super().flush()
+        elif self._scheduled_on is not loop:
+            self._scheduled_on = loop
+            loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._scheduled_on = None
+        super().flush()
+
+
+_batched: weakref.WeakSet[LoopBatchedStream] = weakref.WeakSet()
+
+
+def _drain_all() -> None:
+    for stream in list(_batched):
+        stream.drain()
+
+
+os.register_at_fork(before=_drain_all)  # a child must not write its parent's lines again
 
 
 def parse_level(level: str | int) -> int:
@@ -156,9 +270,9 @@ def setup_logging(
             formats.add_header(handler, formatter.header)
     else:
         out = stream if stream is not None else sys.stderr
-        handler = logging.StreamHandler(out)
         if isinstance(formatter, formats.W3CFormatter):
             out.write(formatter.header() + "\n")
+        handler = logging.StreamHandler(LoopBatchedStream(out))  # type: ignore[arg-type]
     handler.setFormatter(formatter)
     setattr(handler, _HANDLER_MARK, True)
     root = logging.getLogger()
@@ -173,7 +287,7 @@ def setup_logging(
 
 def _file_handler(path: Path, rotate: str, max_size: int, keep: int) -> logging.Handler:
     if rotate == "none":
-        return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+        return _BatchedWatchedFile(path, encoding="utf-8")
     from concurrent_log_handler import (
         ConcurrentRotatingFileHandler,
         ConcurrentTimedRotatingFileHandler,

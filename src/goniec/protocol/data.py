@@ -75,7 +75,16 @@ class DotReader:
                 return pos + 3, None, True
             if len(head) < 3 and b".\r\n".startswith(head):
                 return pos, None, False  # "", "." or ".\r": cannot tell yet
-        idx = buf.find(END_MARKER, pos)
+        # The end marker and every stuffed dot start with the first "\r\n." after
+        # pos: one search finds whichever comes first, and the search starts at
+        # the first "." (a memchr, many times faster), so a block without dots
+        # costs almost nothing here. Only a block with a stuffed dot searches on.
+        dot = buf.find(b".", pos)
+        first = -1 if dot < 0 else buf.find(b"\r\n.", max(pos, dot - 2))
+        if first < 0 or buf.startswith(b"\r\n", first + 3):
+            idx = first  # no marker, or the marker
+        else:
+            idx = buf.find(END_MARKER, first + 3)
         if idx >= 0:
             end, new_pos, done = idx + 2, idx + 5, True  # the body keeps its last CRLF
         else:
@@ -83,20 +92,26 @@ class DotReader:
             done = False
         if end <= pos:
             return new_pos, None, done
-        return new_pos, self._region(buf[pos:end]), done
+        return new_pos, self._region(buf[pos:end], 0 <= first < end - 2), done
 
-    def _region(self, raw: bytes) -> bytes | None:
-        """Check one region (never ending with CR) and return it unstuffed, or None."""
+    def _region(self, raw: bytes, stuffed: bool) -> bytes | None:
+        """Check one region (never ending with CR) and return it unstuffed, or None.
+
+        stuffed: a line after the first one starts with "." (RFC 5321 4.5.2).
+        """
         at_start = self.at_start
         self.at_start = False
         if self.bare:
             return None  # the verdict cannot get worse: just look for the end
-        # RFC 5321 2.3.8: CR and LF only as CRLF. Every CR and LF belongs to a
-        # CRLF pair exactly when there are twice as many of them as pairs.
-        # (Counting needs no copy of the region, unlike translate()/replace().)
-        if raw.count(b"\r") + raw.count(b"\n") != 2 * raw.count(b"\r\n"):
+        # RFC 5321 2.3.8: CR and LF only as CRLF. Blank out every CRLF pair (a
+        # same-size replace, left to right; pairs cannot overlap): any CR or LF
+        # left is bare. One search pass and two memchr calls, about half the time
+        # of counting CR, LF and CRLF, for a short-lived copy of the region.
+        paired = raw.replace(b"\r\n", b"  ")
+        if b"\r" in paired or b"\n" in paired:
             self.bare = True
             return None
+        del paired
         if self.max_line:
             self._check_lines(raw)
         if self.long or self.big:
@@ -104,7 +119,8 @@ class DotReader:
         # RFC 5321 4.5.2: drop the first "." of every line that starts with one.
         if at_start and raw[:1] == b".":
             raw = raw[1:]
-        raw = raw.replace(b"\r\n.", b"\r\n")
+        if stuffed:
+            raw = raw.replace(b"\r\n.", b"\r\n")
         self.size += len(raw)
         if self.max_size and self.size > self.max_size:
             self.big = True

@@ -56,7 +56,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
@@ -110,7 +109,7 @@ class FsQueueStore:
         self._free_ttl = free_space_ttl
         self._free_bytes = 0
         self._free_expires = float("-inf")
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="goniec-queue")
+        self._executor = fsutil.JobThreads(workers, "goniec-queue")
         self._queue_fd = fsutil.open_dir(self.queue_dir)
         self._queue_syncer = fsutil.DirSyncer(self._queue_fd, self.stats)
         self._locks: dict[str, _IdLock] = {}
@@ -132,7 +131,7 @@ class FsQueueStore:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._executor.shutdown(wait=True)
+            self._executor.shutdown()
             os.close(self._queue_fd)
 
     # -- writing ----------------------------------------------------------------------
@@ -219,9 +218,8 @@ class FsQueueStore:
             entry = self._locks[queue_id] = _IdLock()
         entry.users += 1
         try:
-            async with entry.lock:
-                loop = asyncio.get_running_loop()
-                return await asyncio.shield(loop.run_in_executor(self._executor, fn, *args))
+            async with entry.lock:  # held until the job is done, even if we are cancelled
+                return await self._executor.submit(fn, *args)
         finally:
             entry.users -= 1
             if entry.users == 0:
@@ -320,8 +318,7 @@ class FsQueueStore:
     # -- housekeeping -----------------------------------------------------------------
 
     async def recover(self) -> RecoveryReport:
-        loop = asyncio.get_running_loop()
-        report = await loop.run_in_executor(self._executor, fsrecover.recover, self)
+        report = await self._executor.submit(fsrecover.recover, self)
         log.info("queue.recovered messages=%d incoming_removed=%d orphans_removed=%d "
                  "corrupt=%d in_use=%d", report.messages, report.incoming_removed,
                  report.orphans_removed, len(report.corrupt), report.in_use)

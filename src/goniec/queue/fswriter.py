@@ -73,18 +73,18 @@ class FsMessageWriter:
             raise RuntimeError(f"msg={self._id}: writer is no longer open")
 
     async def _settle(self) -> None:
-        """Wait for a job whose caller was cancelled: it is still running in its thread."""
+        """Wait for a job still running in its thread (a guard: a cancelled caller of
+        `_run` only leaves once its job is done)."""
         if self._job is not None and not self._job.done():
             await asyncio.wait([self._job])
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn` in the store's pool; a cancelled caller does not stop it."""
-        loop = asyncio.get_running_loop()
+        """Run `fn` in the store's threads; a cancelled caller does not stop it (its
+        CancelledError comes when the job is done: `fsutil.JobThreads`)."""
         try:
-            job = loop.run_in_executor(self._store._executor, self._guarded, fn, *args)
-            job.add_done_callback(_consume)
+            job: asyncio.Future[T] = self._store._executor.submit(self._guarded, fn, *args)
             self._job = job
-            return await asyncio.shield(job)
+            return await job
         except Exception as exc:
             if self._error is None:  # the job never ran (the store is closed)
                 self._state = _FAILED
@@ -133,9 +133,8 @@ class FsMessageWriter:
         self._chunks, self._buffered = [], 0
         if self._fd is not None:
             try:
-                await asyncio.get_running_loop().run_in_executor(
-                    self._store._executor, self._discard_sync)
-            except RuntimeError:  # the store's pool is shut down: do it here
+                await self._store._executor.submit(self._discard_sync)
+            except RuntimeError:  # the store's threads are shut down: do it here
                 self._discard_sync()
 
     # -- worker-thread side ---------------------------------------------------------
@@ -199,12 +198,6 @@ class FsMessageWriter:
         if self._fd is not None:
             fsutil.unlink_quiet(self._tmp_msg)
         self._release()
-
-
-def _consume(job: asyncio.Future[Any]) -> None:
-    """Retrieve a job's exception even when no one awaits it any more (no warning)."""
-    if not job.cancelled():
-        job.exception()
 
 
 def _discard(fd: int, path: str) -> None:

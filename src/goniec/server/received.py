@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import email.utils
 import re
+import time
 
 from goniec.model import SessionInfo
 
@@ -21,14 +22,28 @@ def _clean(text: str, limit: int = 255) -> str:
     return _UNSAFE.sub("_", text)[:limit] or "unknown"
 
 
+_now_text: tuple[int, str] = (-1, "")  # (epoch second, its RFC 5322 date in local time)
+
+
+def _now() -> str:
+    """The current date as RFC 5322 writes it, formatted once a second, not per message."""
+    global _now_text
+    second = int(time.time())
+    if _now_text[0] != second:
+        local = datetime.datetime.fromtimestamp(second).astimezone()
+        _now_text = (second, email.utils.format_datetime(local))
+    return _now_text[1]
+
+
 def received_header(
     info: SessionInfo,
     *,
     hostname: str,
     queue_id: str,
     recipients: list[str],
-    when: datetime.datetime,
+    when: datetime.datetime | None = None,
 ) -> bytes:
+    """Our Received: field, dated `when` (default: now)."""
     helo = _clean(info.helo or "unknown")
     reverse = _clean(info.reverse_name or "unknown")
     ip = info.peer_ip
@@ -42,5 +57,5 @@ def received_header(
         lines.append(f"\tfor <{recipients[0]}>;")
     else:
         lines[-1] += ";"
-    lines.append("\t" + email.utils.format_datetime(when))
+    lines.append("\t" + (_now() if when is None else email.utils.format_datetime(when)))
     return ("\r\n".join(lines) + "\r\n").encode("utf-8", "replace")

@@ -1,9 +1,15 @@
 """A minimal asyncio Protocol that turns a transport into awaitable reads.
 
-Owns buffering of received bytes with flow control, write back-pressure, and
-the STARTTLS upgrade. Unlike asyncio streams it lets the session throw away
-every plaintext byte that arrived before the TLS handshake (RFC 3207 5,
-the STARTTLS command-injection class), because the buffer is ours.
+Owns buffering of received bytes with flow control, write back-pressure, the
+read timeout, and the STARTTLS upgrade. Unlike asyncio streams it lets the
+session throw away every plaintext byte that arrived before the TLS handshake
+(RFC 3207 5, the STARTTLS command-injection class), because the buffer is ours.
+
+The read timeout is a deadline checked by one lazy timer per connection: a
+read that must wait only moves the deadline, and the timer, when it fires
+early, sleeps again until the deadline. (A timer per read, as
+`asyncio.timeout` makes, cost several microseconds for each of the half dozen
+reads of every message.)
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ class ClientStream(asyncio.Protocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self.closed = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._deadline: float | None = None  # loop time by which the waiting read must get data
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # when `_timer` fires
 
     # -- asyncio.Protocol callbacks --------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -59,6 +69,7 @@ class ClientStream(asyncio.Protocol):
         self._eof = True
         self._writable.set()
         self.closed.set()
+        self._stop_timer()
         self._wake()
 
     def pause_writing(self) -> None:
@@ -73,17 +84,23 @@ class ClientStream(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def read(self) -> bytes:
+    async def read(self, timeout: float | None = None) -> bytes:
         """Everything received so far, waiting for some; b"" at end of stream.
 
-        Raises `Interrupted` once `interrupt()` was called and nothing is buffered.
+        Raises `Interrupted` once `interrupt()` was called and nothing is buffered,
+        `TimeoutError` when nothing arrived within `timeout` seconds.
         """
+        if not self._chunks:
+            if timeout is None:
+                self._deadline = None
+            else:
+                self._set_deadline(self._loop.time() + timeout)
         while not self._chunks:
             if self._interrupted:
                 raise Interrupted
             if self._eof:
                 return b""
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self._loop.create_future()
             try:
                 await self._waiter
             finally:
@@ -96,6 +113,32 @@ class ClientStream(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()
         return data
+
+    def _set_deadline(self, deadline: float) -> None:
+        self._deadline = deadline
+        timer = self._timer
+        if timer is not None:
+            if self._timer_at <= deadline:
+                return  # fires first and sleeps again until the deadline
+            timer.cancel()  # a shorter timeout than the one armed
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        waiter, deadline = self._waiter, self._deadline
+        if waiter is None or waiter.done() or deadline is None:
+            return  # not waiting now (or without a timeout): a read that waits arms it again
+        # Timers fire to the millisecond: within one of the deadline is at it.
+        if self._loop.time() >= deadline - 0.001:
+            waiter.set_exception(TimeoutError())
+        else:
+            self._set_deadline(deadline)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def interrupt(self) -> None:
         """Wake a pending read() with `Interrupted` (used at shutdown)."""
