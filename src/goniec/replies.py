@@ -45,6 +45,7 @@ R354_START_DATA = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
 R421_TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors")  # with_hostname
 R421_SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down")  # with_hostname
 R421_CLOSED_BY_ADMIN = Reply(421, "4.3.2", "Connection closed by the administrator")  # with_hostname
+R421_PAUSED = Reply(421, "4.3.2", "Service paused, try again later")  # with_hostname
 R421_TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded")  # with_hostname
 R421_TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections")  # with_hostname
 R421_SERVICE_UNAVAILABLE = Reply(421, "4.3.0", "Service not available")  # with_hostname

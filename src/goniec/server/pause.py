@@ -16,11 +16,12 @@ import time
 from typing import Any
 
 from goniec.errors import Reply
+from goniec.replies import R421_PAUSED, with_hostname
 
 
 def paused_reply(hostname: str) -> Reply:
     """421 4.3.2 <hostname> Service paused, try again later (RFC 5321 4.2: host first)."""
-    return Reply(421, "4.3.2", f"{hostname} Service paused, try again later")
+    return with_hostname(R421_PAUSED, hostname)
 
 
 class PauseFlag:
