@@ -6,7 +6,6 @@ import io
 import json
 import logging
 import multiprocessing
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,21 +16,6 @@ from goniec.obs.formats import W3C_FIELDS
 from goniec.obs.log import log_event, setup_from_config, setup_logging, trail_from_config
 
 log = logging.getLogger("goniec.server")
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for h in list(root.handlers):
-        if h not in handlers:
-            root.removeHandler(h)
-            h.close()
-    for h in handlers:
-        if h not in root.handlers:
-            root.addHandler(h)
-    root.setLevel(level)
 
 
 def _emit_some() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,21 +12,6 @@ from goniec.obs.log import log_event, setup_logging
 from goniec.obs.logsearch import log_files, parse_line, search_log
 
 log = logging.getLogger("goniec.server")
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for h in list(root.handlers):
-        if h not in handlers:
-            root.removeHandler(h)
-            h.close()
-    for h in handlers:
-        if h not in root.handlers:
-            root.addHandler(h)
-    root.setLevel(level)
 
 
 def _write_story(path: Path, fmt: str, sessions: int = 300, **rotation: object) -> None:

@@ -5,7 +5,8 @@ sibling `<file>.lock` (flock, released when its holder closes it or dies) that
 serialises writers in different processes, and the atomic rewrite (a 0600
 temp file in the same directory, fsync, rename over the old one, fsync of the
 directory), so a reader sees the old file or the new one, never half of one.
-Raises OSError.
+`read_changed` reads such a file again only when it changed (its inode, size
+or mtime), so a check per login or API call costs one stat. Raises OSError.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+Stamp = tuple[int, int, int]
 
 
 @contextlib.contextmanager
@@ -50,3 +53,17 @@ def write_private(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def read_changed(path: Path, stamp: Stamp | None) -> tuple[Stamp | None, str | None]:
+    """(stamp, text) of `path` when it changed since `stamp`; (stamp, None) when it did
+    not; (None, "") when it does not exist. OSError and UnicodeDecodeError when it
+    cannot be read."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None, ""
+    now = (st.st_ino, st.st_size, st.st_mtime_ns)
+    if now == stamp:
+        return stamp, None
+    return now, path.read_text(encoding="utf-8")

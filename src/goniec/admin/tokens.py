@@ -80,19 +80,11 @@ class TokenStore:
 
     def _current(self) -> dict[str, tuple[str, float]]:
         try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            self._stamp, self._tokens = None, {}
-            return self._tokens
-        except OSError as exc:
-            raise ConfigError(f"{self.path}: cannot read tokens file: {exc.strerror}") from None
-        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if stamp != self._stamp:
-            try:
-                text = self.path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"{self.path}: cannot read tokens file: {exc}") from None
-            self._tokens = _parse(self.path, text)
+            stamp, text = securefile.read_changed(self.path, self._stamp)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{self.path}: cannot read tokens file: {exc}") from None
+        if text is not None:
+            self._tokens = _parse(self.path, text) if stamp is not None else {}
             self._stamp = stamp
         return self._tokens
 

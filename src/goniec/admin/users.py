@@ -99,19 +99,11 @@ class UserStore:
     def _current(self) -> _Parsed:
         """The parsed file, re-read when its inode, size or mtime changed."""
         try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            self._stamp, self._parsed = None, _Parsed([], {})
-            return self._parsed
-        except OSError as exc:
-            raise ConfigError(f"{self.path}: cannot read users file: {exc.strerror}") from None
-        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if stamp != self._stamp:
-            try:
-                text = self.path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"{self.path}: cannot read users file: {exc}") from None
-            self._parsed = _parse(self.path, text)
+            stamp, text = securefile.read_changed(self.path, self._stamp)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{self.path}: cannot read users file: {exc}") from None
+        if text is not None:
+            self._parsed = _parse(self.path, text) if stamp is not None else _Parsed([], {})
             self._stamp = stamp
         return self._parsed
 

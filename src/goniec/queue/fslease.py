@@ -14,10 +14,9 @@ deletes any that are left. Raises `OSError` only for unexpected system errors.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+from . import fsutil
 
 
 class FsLease:
@@ -49,20 +48,19 @@ class FsLease:
 def take(queue_id: str, msg_path: str) -> FsLease | None:
     """The lease of `queue_id`, or None when held elsewhere or the message is gone."""
     try:
-        fd = os.open(msg_path, _OPEN_FLAGS)
+        fd = fsutil.try_lock(msg_path)
     except FileNotFoundError:
         return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if os.fstat(fd).st_nlink == 0:  # delivered and removed by the previous holder
-            os.close(fd)
-            return None
-    except BlockingIOError:
-        os.close(fd)
+    if fd is None:
         return None
+    try:
+        gone = os.fstat(fd).st_nlink == 0  # delivered and removed by the previous holder
     except BaseException:
         os.close(fd)
         raise
+    if gone:
+        os.close(fd)
+        return None
     return FsLease(queue_id, fd)
 
 
@@ -72,14 +70,12 @@ def clean(lease_dir: str) -> int:
     for name in os.listdir(lease_dir):
         path = os.path.join(lease_dir, name)
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+            fd = fsutil.try_lock(path)
         except FileNotFoundError:
             continue
+        if fd is None:
+            continue  # a live runner of an older version holds it
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a live runner holds it
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             removed += 1
