@@ -114,6 +114,14 @@ def submit(server: ServerProcess, rcpt: str, subject: str, *, login: bool = True
         c.sendmail(f"{SMTP_USER}@goniec.test", [rcpt], body.encode())
 
 
+def open_page(browser: WebDriver, server: ServerProcess, path: str) -> None:
+    """Go to `path`, logging in first if the manager asks (each test can run alone)."""
+    browser.get(f"{server.web_url}{path}")
+    if "/login" in browser.current_url:
+        browser.find_element(By.ID, "username").send_keys(ADMIN, Keys.TAB, ADMIN_PW, Keys.ENTER)
+        wait_for(lambda: "/login" not in browser.current_url, f"{path} after logging in")
+
+
 def flash_text(browser: WebDriver) -> str:
     """The notice of the page shown now; "" while the next page is still loading."""
     try:
@@ -151,7 +159,7 @@ def test_sees_and_disconnects_a_session_held_open(server: ServerProcess,
         xpath = "//tr[td[contains(., 'held-open.client.test')]]"
 
         def row_shown() -> list[Any]:
-            browser.get(f"{server.web_url}/sessions")
+            open_page(browser, server, "/sessions")
             return list(browser.find_elements(By.XPATH, xpath))
 
         row = wait_for(row_shown, "the session in the table")[0]
@@ -169,7 +177,7 @@ def test_sees_and_disconnects_a_session_held_open(server: ServerProcess,
 def test_finds_a_deferred_message_and_retries_it(server: ServerProcess,
                                                  browser: WebDriver) -> None:
     submit(server, "user@deferred.test", "waiting for a retry")
-    browser.get(f"{server.web_url}/queue")
+    open_page(browser, server, "/queue")
 
     def deferred_listed() -> bool:
         Select(browser.find_element(By.ID, "f-state")).select_by_value("deferred")
@@ -194,8 +202,9 @@ def test_changing_the_relay_list_applies_it(server: ServerProcess, browser: WebD
             return int(c.rcpt("user@elsewhere.example")[0])
 
     assert relay_reply() == 550
-    browser.get(f"{server.web_url}/settings/access")
-    field = browser.find_element(By.ID, "s-relay__networks")
+    open_page(browser, server, "/settings/access")
+    field = wait_for(lambda: browser.find_elements(By.ID, "s-relay__networks"),
+                     "the relay list field")[0]
     field.clear()
     field.send_keys("10.0.0.1/8")  # host bits set: the loader refuses it
     browser.find_element(By.XPATH, "//button[normalize-space()='Save and apply']").click()
@@ -215,7 +224,7 @@ def test_changing_the_relay_list_applies_it(server: ServerProcess, browser: WebD
 def test_html_and_script_in_headers_are_shown_as_text(server: ServerProcess,
                                                       browser: WebDriver) -> None:
     submit(server, "evil@deferred.test", EVIL)
-    browser.get(f"{server.web_url}/queue?recipient=evil%40deferred.test")
+    open_page(browser, server, "/queue?recipient=evil%40deferred.test")
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "table.queue tbody a"), "the message")
     browser.find_element(By.CSS_SELECTOR, "table.queue tbody a").click()
     cells = wait_for(lambda: browser.find_elements(By.XPATH, "//table[@class='headers']//td"),
@@ -234,7 +243,7 @@ def test_phone_sized_screen(server: ServerProcess, browser: WebDriver) -> None:
         "width": 375, "height": 812, "deviceScaleFactor": 2, "mobile": True})
     try:
         for path in ("/", "/sessions", "/queue", "/settings/access", "/users", "/logs"):
-            browser.get(f"{server.web_url}{path}")
+            open_page(browser, server, path)
             width = browser.execute_script("return document.documentElement.scrollWidth")
             assert width <= 375, (path, width)
             nav = browser.find_element(By.CSS_SELECTOR, "nav[aria-label=Main]")
