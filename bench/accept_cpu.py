@@ -10,8 +10,9 @@ median rate and the server processes' user and system CPU per message (from
 between rounds. Run it for the old and the new code alternately.
 
 Run by hand: `python bench/accept_cpu.py [--rounds 3] [--workers 2] [--sessions 10]
-[--count N] [scenario ...]` with scenarios `1k-new 1k-reuse 100k-new 100k-reuse`
-(default: the two 1k ones). Needs `smtp-source` (apt-get install postfix) and
+[--count N] [--sign rsa|ed25519] [scenario ...]` with scenarios `1k-new 1k-reuse 100k-new 100k-reuse`
+(default: the two 1k ones). `--sign` adds a DKIM key for bench.test, so every
+message is signed (the cost of issue 6's signing, same measure). Needs `smtp-source` (apt-get install postfix) and
 `goniec` on PATH. Nothing leaves 127.0.0.1.
 """
 
@@ -37,8 +38,14 @@ TICKS = os.sysconf("SC_CLK_TCK")
 SIZES = {"1k": 1024, "100k": 102400}
 
 
-def config(workdir: Path, port: int, workers: int) -> str:
-    return f"""\
+def config(workdir: Path, port: int, workers: int, sign: str) -> str:
+    extra = ""
+    if sign:
+        from goniec.mailauth.keys import keygen
+
+        key, _ = keygen(workdir, "bench.test", "bench", sign)
+        extra = f'[[mailauth.dkim]]\ndomain = "bench.test"\nselector = "bench"\nkey_file = "{key}"\n'
+    return extra + f"""\
 [server]
 hostname = "bench-goniec.test"
 data_dir = "{workdir / 'data'}"
@@ -125,6 +132,8 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=10)
     ap.add_argument("--count", type=int, default=0, help="messages per round (default by size)")
     ap.add_argument("--workdir", default="/var/tmp")
+    ap.add_argument("--sign", choices=("rsa", "ed25519"), default="",
+                    help="DKIM-sign every message with a key of this kind")
     a = ap.parse_args()
     for name in a.scenarios:
         if name not in ("1k-new", "1k-reuse", "100k-new", "100k-reuse"):
@@ -133,7 +142,7 @@ def main() -> None:
         sys.exit("needs smtp-source (apt-get install postfix) and goniec on PATH")
     workdir = Path(tempfile.mkdtemp(prefix="goniec-cpu-", dir=a.workdir))
     port = free_port()
-    (workdir / "goniec.toml").write_text(config(workdir, port, a.workers))
+    (workdir / "goniec.toml").write_text(config(workdir, port, a.workers, a.sign))
     with open(workdir / "serve.log", "wb") as log:
         proc = subprocess.Popen(["goniec", "serve", "-c", str(workdir / "goniec.toml")],
                                 stdout=log, stderr=log, start_new_session=True)

@@ -136,6 +136,26 @@ def test_id_shape() -> None:
     assert ids.is_valid(qid)
 
 
+def test_forked_processes_and_global_seeding_do_not_repeat_ids() -> None:
+    import os
+    import random
+
+    random.seed(0)  # what a test framework may do: the ids must not follow it
+    a = ids.new_id(1.0)
+    random.seed(0)
+    assert ids.new_id(1.0) != a
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: same parent state before the fork, reseeded after it
+        os.write(write, ids.new_id(1.0).encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert ids.is_valid(child) and child != ids.new_id(1.0)
+
+
 def test_ids_sort_by_time() -> None:
     times = [0.0, 0.001, 1.0, 1_700_000_000.123, 1_700_000_000.124, 4e9, 2**48 / 1000 - 0.001]
     qids = [ids.new_id(t) for t in times]
