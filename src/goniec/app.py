@@ -1,10 +1,13 @@
 """The composition root: config in, running server out.
 
 Owns turning a validated `Config` into objects (TLS context, spool, user store,
-policy rules, listeners, shared counters) and running them: in this process,
-or in several worker processes forked after the listening sockets are bound
+shared counters, the bound listening sockets) and running them: in this
+process, or in several worker processes forked after the sockets are bound
 so they share them; the pid file; and reloading on SIGHUP. The only module
-that names concrete backends (DESIGN.md 2).
+that names concrete backends (DESIGN.md 2). What runs inside a worker
+(sessions, policy, delivery, admin services, reload) is `goniec.worker`,
+imported only after the fork: this parent binds, forks and restarts, and
+every worker inherits its memory, so it imports no more than that needs.
 
 Reload: SIGHUP (sent by `goniec reload`) re-reads the config file. A file that
 does not load keeps the old rules and logs one `reload_failed` line saying
@@ -28,43 +31,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
+import gc
 import logging
 import os
 import resource
 import signal
-import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from goniec.admin.contract import ListenerRow
-from goniec.config.load import config_warnings, load_config
+from goniec.config.load import config_warnings
 from goniec.config.schema import Config
 from goniec.errors import ConfigError
-from goniec.obs.log import log_event, parse_level, setup_from_config, trail_from_config
-from goniec.policy.build import build_rules
-from goniec.protocol import ServerOptions
+from goniec.obs.log import log_event, setup_from_config, trail_from_config
 from goniec.server import privileges, sdnotify
 from goniec.server import tls as tlsmod
-from goniec.server.context import ListenerSpec, ServerContext, Settings, Timeouts
 from goniec.server.limits import SharedConnectionCounter
-from goniec.server.listener import bind_socket, serve_listener
-from goniec.server.mailauth_step import MailAuthRuntime
-from goniec.server.mailauth_step import build_settings as mailauth_settings
 from goniec.server.pause import PauseFlag
 from goniec.server.pidfile import PidFile, ServerRunning, pid_path
 from goniec.server.rates import SharedRates
-from goniec.server.supervisor import Supervisor, remember_hup, restart_needed, take_pending_hup
+from goniec.server.sockets import bind_socket
+from goniec.server.supervisor import Supervisor, remember_hup
+
+if TYPE_CHECKING:
+    from goniec.server.context import ServerContext
 
 log = logging.getLogger("goniec.app")
 
-# Seconds that running sessions get to finish after SIGTERM before they are cut.
-SHUTDOWN_GRACE = 10.0
 
 @dataclass
-class _Shared:
+class Shared:
     """What every process of one server shares: made before the fork."""
 
     counter: SharedConnectionCounter
@@ -75,65 +74,39 @@ class _Shared:
     listeners: list[ListenerRow]
 
 
-def listener_specs(config: Config) -> list[ListenerSpec]:
-    specs = []
-    for lst in config.listeners:
-        host, port = config.listener_endpoint(lst)
-        tls_on = lst.tls != "none"
-        options = ServerOptions(
-            hostname=config.server.hostname,
-            max_message_size=config.message_size_bytes,
-            tls_available=lst.tls == "starttls",
-            auth_mechanisms=() if lst.auth == "none" else ("PLAIN", "LOGIN"),
-            auth_requires_tls=tls_on and not config.auth.allow_plaintext,
-            max_bad_commands=config.limits.bad_commands,
-        )
-        specs.append(ListenerSpec(lst.name, host, port, lst.tls, lst.auth, options))
-    return specs
-
-
-def build_settings(config: Config, generation: int = 0) -> Settings:
-    """The reloadable part of a running server, from `config` (already validated)."""
-    rules = build_rules(config)
-    resolver = None
-    if rules.needs_reverse_dns:
-        from goniec.server.rdns import ReverseResolver
-
-        resolver = ReverseResolver(config.dns.nameservers, config.dns.port, config.dns.timeout)
-    t = config.timeouts
-    return Settings(
-        rules=rules,
-        options={spec.name: spec.options for spec in listener_specs(config)},
-        greeting=config.server.greeting,
-        timeouts=Timeouts(command=t.command, data_block=t.data_block,
-                          tls_handshake=t.tls_handshake),
-        resolver=resolver,
-        mailauth=mailauth_settings(config),
-        generation=generation,
-    )
-
-
-def _reload_file(source: Path | None) -> Config:
-    """Load the config again; ConfigError when it does not load."""
-    return load_config(source)
-
-
 def tls_context(config: Config) -> Any:
     cert, key = config.tls_paths()
     if cert is None or key is None:
-        cert, key = tlsmod.ensure_self_signed(config.data_path / "tls", config.server.hostname)
+        cert, key = _self_signed(config.data_path / "tls", config.server.hostname)
     return tlsmod.server_context(
         cert, key, min_version=config.tls.min_version, ciphers=config.tls.ciphers
     )
 
 
-def _make_store(config: Config) -> Any:
+def _self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
+    """The certificate of a first start, made by a short-lived child process, so that
+    cryptography (6 MB of heap, 10 MB of libraries) never enters this process, whose
+    memory every worker inherits. What the child could not do is done (or raised) here."""
+    if threading.active_count() == 1:  # forking with threads running could deadlock
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                tlsmod.ensure_self_signed(directory, hostname)
+                code = 0
+            finally:
+                os._exit(code)  # never return into the parent's code
+        os.waitpid(pid, 0)
+    return tlsmod.ensure_self_signed(directory, hostname)  # made: only the paths
+
+
+def make_store(config: Config) -> Any:
     from goniec.queue.fs import FsQueueStore
 
     return FsQueueStore(config.data_path / "spool", min_free_space=config.min_free_space_bytes)
 
 
-def _make_delivery(config: Config, store: Any, ctx: ServerContext, index: int) -> Any:
+def make_delivery(config: Config, store: Any, ctx: ServerContext, index: int) -> Any:
     """The queue runner of this process; every worker runs one (leases keep them apart)."""
     from goniec.delivery.dns import MxResolver
     from goniec.delivery.service import build_service
@@ -150,147 +123,14 @@ def _make_delivery(config: Config, store: Any, ctx: ServerContext, index: int) -
                          arc_key=lambda domain, size: ctx.settings.mailauth.arc_key(domain, size))
 
 
-def _make_users(config: Config) -> Any:
+def make_users(config: Config) -> Any:
     from goniec.admin.users import UserStore
 
     return UserStore(config.users_path)
 
 
-class _Server:
-    """One process's running state: what SIGHUP replaces."""
-
-    def __init__(self, config: Config, source: Path | None, ctx: ServerContext,
-                 announce: bool) -> None:
-        self.config = config
-        self.source = source
-        self.ctx = ctx
-        self.announce = announce  # log "reloaded" here (False in workers: the parent does)
-        self.admin: Any = None  # the Admin of the admin process: it sees the new config too
-        self.delivery: Any = None  # this process's DeliveryService: routes follow reloads
-
-    async def reload(self) -> None:
-        try:
-            new = await asyncio.to_thread(_reload_file, self.source)
-        except ConfigError as exc:
-            log_event(log, "reload_failed", level=logging.ERROR, config=self.source,
-                      reason=str(exc), kept="old rules")
-            return
-        self.apply(new)
-
-    def apply(self, new: Config) -> None:
-        ctx = self.ctx
-        try:
-            settings = build_settings(new, ctx.settings.generation + 1)
-        except Exception as exc:  # load_config checked it; keep serving whatever happens
-            log_event(log, "reload_failed", level=logging.ERROR, config=self.source,
-                      reason=str(exc), kept="old rules")
-            return
-        pending = restart_needed(self.config, new)
-        if "listeners" in pending:
-            # The sockets are the old ones until a restart: so are their protocol options.
-            settings = dataclasses.replace(settings, options=ctx.settings.options)
-        changed = (new.delivery != self.config.delivery
-                   or new.remote_domains != self.config.remote_domains)
-        if self.delivery is not None and changed:
-            try:
-                self.delivery.reconfigure(new.delivery, settings.rules.directory.domains)
-            except ValueError as exc:  # a password file that cannot be read: keep the old
-                log_event(log, "reload_failed", level=logging.ERROR, config=self.source,
-                          reason=str(exc), kept="old rules")
-                return
-        ctx.settings = settings
-        ctx.counter.total_limit = new.limits.connections
-        ctx.counter.per_ip_limit = new.limits.connections_per_ip
-        logging.getLogger().setLevel(parse_level(new.server.log_level))
-        self.config = new
-        if self.admin is not None:
-            self.admin.config = new
-        level = logging.INFO if self.announce else logging.DEBUG
-        log_event(log, "reloaded", level=level, config=self.source,
-                  generation=settings.generation, pid=os.getpid(),
-                  restart_needed=",".join(pending) or "-")
-
-
-async def _serve(config: Config, source: Path | None, sockets: list[socket.socket],
-                 shared: _Shared, ssl_ctx: Any, announce: bool, index: int) -> None:
-    from goniec.admin.runtime import Runtime, WorkerService, start_services
-
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    store = _make_store(config)
-    mailauth = MailAuthRuntime(config.server.hostname)  # one DnsView/checker per worker
-    ctx = ServerContext(
-        hostname=config.server.hostname,
-        queue=store,
-        users=_make_users(config),
-        tls_context=ssl_ctx,
-        counter=shared.counter,
-        settings=build_settings(config),
-        rates=shared.rates,
-        mailauth=mailauth,
-    )
-    server = _Server(config, source, ctx, announce)
-    reloads: set[asyncio.Task[None]] = set()
-
-    def on_hup() -> None:
-        task = loop.create_task(server.reload())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
-    if take_pending_hup():
-        on_hup()
-    servers = [
-        await serve_listener(ctx, spec, sock, shared.pause)
-        for spec, sock in zip(listener_specs(config), sockets, strict=True)
-    ]
-    delivery = _make_delivery(config, store, ctx, index) if config.delivery.enabled else None
-    if delivery is not None:
-        ctx.queued = delivery.queued  # accepted here: delivered here, without a scan
-    runtime = Runtime(main_pid=shared.main_pid, started=shared.started,
-                      workers=config.worker_count, listeners=shared.listeners,
-                      pause=shared.pause, run_dir=config.data_path / "run",
-                      local=WorkerService(ctx, index, delivery.runner.reschedule
-                                          if delivery is not None else None))
-    services = await start_services(ctx, config, source, store, runtime, stop)
-    server.admin = services.admin
-    server.delivery = delivery
-    delivery_task = None
-    if delivery is not None:
-        delivery_task = loop.create_task(delivery.run(stop))
-    await stop.wait()
-    for srv in servers:
-        srv.close()
-    await services.close()
-    if ctx.tasks:
-        log_event(log, "stopping", sessions=len(ctx.tasks))
-        for session in list(ctx.sessions):
-            session.shutdown()
-        _, pending = await asyncio.wait(set(ctx.tasks), timeout=SHUTDOWN_GRACE)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=2)
-    if delivery_task is not None:
-        await delivery_task
-    mailauth.close()
-
-
-def _worker(config: Config, source: Path | None, sockets: list[socket.socket],
-            shared: _Shared, ssl_ctx: Any, announce: bool, index: int = 0) -> None:
-    main = _serve(config, source, sockets, shared, ssl_ctx, announce, index)
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-        return
-    uvloop.run(main)
-
-
 def _recover(config: Config) -> None:
-    store = _make_store(config)
+    store = make_store(config)
     try:
         report = asyncio.run(store.recover())
     finally:
@@ -332,17 +172,17 @@ def run(config: Config, source: Path | None = None) -> None:
 def _run(config: Config, source: Path | None, pidfile: PidFile) -> None:
     ssl_ctx = tls_context(config)
     _recover(config)
-    specs = listener_specs(config)
-    sockets = [bind_socket(s.host, s.port) for s in specs]
+    # In the config's order: each worker pairs them with its listener specs.
+    sockets = [bind_socket(*config.listener_endpoint(lst)) for lst in config.listeners]
     counter = SharedConnectionCounter(config.limits.connections, config.limits.connections_per_ip,
                                       workers=config.worker_count)
-    shared = _Shared(counter, SharedRates(), PauseFlag(), os.getpid(), time.time(), [])
-    for spec, sock in zip(specs, sockets, strict=True):
+    shared = Shared(counter, SharedRates(), PauseFlag(), os.getpid(), time.time(), [])
+    for lst, sock in zip(config.listeners, sockets, strict=True):
         name = sock.getsockname()
         address = f"[{name[0]}]:{name[1]}" if ":" in name[0] else f"{name[0]}:{name[1]}"
-        shared.listeners.append(ListenerRow(spec.name, address, spec.tls, spec.auth))
-        log_event(log, "listening", listener=spec.name, address=address,
-                  tls=spec.tls, auth=spec.auth)
+        shared.listeners.append(ListenerRow(lst.name, address, lst.tls, lst.auth))
+        log_event(log, "listening", listener=lst.name, address=address,
+                  tls=lst.tls, auth=lst.auth)
     _drop_privileges(config)
     for warning in config_warnings(config):
         log_event(log, "config_warning", level=logging.WARNING, warning=warning)
@@ -351,12 +191,31 @@ def _run(config: Config, source: Path | None, pidfile: PidFile) -> None:
               config=source)
     sdnotify.notify(f"READY=1\nMAINPID={os.getpid()}")  # Type=notify: the ports listen now
     if workers <= 1:
-        _worker(config, source, sockets, shared, ssl_ctx, True)
-    else:
-        def run_worker(cfg: Config, index: int) -> None:
-            _worker(cfg, source, sockets, shared, ssl_ctx, False, index)
+        from goniec.worker import run_worker as serve
 
-        Supervisor(config, source, shared.counter, pidfile, run_worker).run(workers)
+        serve(config, source, sockets, shared, ssl_ctx, True)
+        return
+
+    def run_worker(cfg: Config, index: int) -> None:
+        # The serving stack is imported here, in the forked child: the parent only
+        # binds, forks and restarts (tests/meta/test_import_budget.py).
+        from goniec.worker import run_worker as serve
+
+        serve(cfg, source, sockets, shared, ssl_ctx, False, index)
+
+    _before_fork()
+    Supervisor(config, source, shared.counter, pidfile, run_worker).run(workers)
+
+
+def _before_fork() -> None:
+    """Make what the workers inherit small: the start-up garbage (config parsing,
+    recovery) is collected and its memory handed back to the system, so that no
+    worker starts with a copy of it. (The supervisor freezes the rest at each fork.)"""
+    gc.collect()
+    with contextlib.suppress(ImportError, OSError, AttributeError):  # glibc only
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _setup_logging(config: Config) -> None:
@@ -378,5 +237,9 @@ def _drop_privileges(config: Config) -> None:
     extra = [p for p in (*run_dirs, log_dir or log_file)
              if p is not None and not p.is_relative_to(config.data_path)]
     if config.server.user:
+        # After the drop, the interpreter's files may no longer be readable (a venv
+        # under /root): import what the workers need while they still are.
+        import goniec.worker  # noqa: F401
+
         privileges.preload(bool(config.admin.web_listen))
     privileges.drop(config.server.user, config.server.group, config.data_path, extra)

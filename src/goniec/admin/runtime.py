@@ -227,8 +227,6 @@ async def start_services(ctx: ServerContext, config: Config, source: Path | None
                          ) -> ProcessServices:
     """Serve this worker's socket; in the admin process (worker 0) also the control
     socket and, when `admin.web_listen` is set, the web manager."""
-    from goniec.admin.service import Admin
-
     out = ProcessServices()
     index = runtime.local.index
     path = worker_socket(runtime.run_dir, index)
@@ -236,6 +234,8 @@ async def start_services(ctx: ServerContext, config: Config, source: Path | None
     out.servers.append((server, path, inode))
     if index != 0:
         return out
+    from goniec.admin.service import Admin  # the admin process's alone
+
     admin = out.admin = Admin(config, source, store, runtime)
     assert config.admin.control_socket is not None  # filled in from data_dir by Config
     path = config.admin.control_socket

@@ -25,16 +25,15 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import tomlkit
-import tomlkit.exceptions
-from tomlkit.items import Table
+from typing import TYPE_CHECKING, Any, Literal
 
 from goniec.config.load import dotted, load_config
 from goniec.config.schema import Config
 from goniec.config.values import format_size
 from goniec.errors import ConfigError
+
+if TYPE_CHECKING:  # tomlkit is imported by a save: the manager's pages do not need it
+    import tomlkit
 
 Kind = Literal["text", "int", "size", "duration", "seconds", "bool", "choice", "lines", "map"]
 
@@ -197,6 +196,8 @@ def _toml_value(setting: Setting, text: str) -> Any:
     if kind == "lines":
         return [line for line in text.splitlines()]
     if kind == "map":
+        import tomlkit
+
         table = tomlkit.inline_table()
         for number, line in enumerate(text.splitlines(), start=1):
             key, sep, value = line.partition("=")
@@ -208,6 +209,9 @@ def _toml_value(setting: Setting, text: str) -> Any:
 
 
 def _set(doc: tomlkit.TOMLDocument, path: tuple[str, ...], value: Any) -> None:
+    import tomlkit
+    from tomlkit.items import Table
+
     container: Any = doc
     for part in path[:-1]:
         if part not in container:
@@ -276,6 +280,9 @@ def save(path: Path, tab: str, form: Mapping[str, str], version: str) -> SaveRes
     `form` maps `Setting.form_name` to text; a setting missing from it is left as it is.
     `version` is `SettingsFile.version` of the text the form was made from.
     """
+    import tomlkit
+    import tomlkit.exceptions
+
     with _lock:
         current = SettingsFile.read(path)
         if current.version != version:

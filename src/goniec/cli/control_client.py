@@ -15,19 +15,22 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
-from goniec.admin import control
 from goniec.admin.contract import QueueFilter
 from goniec.config import find_config_file, load_config
 from goniec.config.delivery import parse_duration
 from goniec.config.schema import Config
 from goniec.errors import ConfigError
+
+# rich and the control socket's client are imported where they are used: `goniec serve`
+# goes through this module, and its processes must not carry them (tests/meta/test_import_budget).
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from goniec.admin.control import Progress as OnProgress
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -89,8 +92,10 @@ class ServerNotRunning(Exception):
 
 
 def ask(config: Config, op: str, args: dict[str, Any] | None = None, *,
-        timeout: float = 30.0, on_progress: control.Progress | None = None) -> Any:
+        timeout: float = 30.0, on_progress: OnProgress | None = None) -> Any:
     """The server's answer; ServerNotRunning when nothing answers; fail() on an error reply."""
+    from goniec.admin import control
+
     try:
         return control.call(socket_path(config), op, args, timeout=timeout,
                             on_progress=on_progress)
@@ -113,6 +118,8 @@ def say_fallback() -> None:
 
 
 def console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
     # Not a terminal (a pipe, a test): no colours, and wide enough not to wrap cells.
     out = sys.stderr if stderr else sys.stdout
     tty = out.isatty()
@@ -126,6 +133,8 @@ def print_json(data: Any) -> None:
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None,
           *, header: bool = True) -> None:
+    from rich.table import Table
+
     t = Table(*columns, title=title, box=None, pad_edge=False, header_style="bold",
               title_justify="left", show_header=header)
     for row in rows:
@@ -134,8 +143,10 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | No
 
 
 @contextlib.contextmanager
-def progress_bar(what: str) -> Iterator[control.Progress]:
+def progress_bar(what: str) -> Iterator[OnProgress]:
     """A progress callback drawing a bar on a terminal's stderr (nothing otherwise)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     err = console(stderr=True)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    console=err, transient=True, disable=not err.is_terminal)

@@ -14,20 +14,26 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
-from argon2 import PasswordHasher
 
 from goniec import __version__
 from goniec.admin.contract import QueueFilter
-from goniec.admin.service import QueueRow, RecipientRow, open_users, queue_rows
-from goniec.admin.users import UserError, UserStore, check_name
 from goniec.cli import control_client
 from goniec.config import dump_config
 from goniec.config.load import check_files, config_warnings
 from goniec.config.schema import Config
 from goniec.errors import ConfigError
+
+# `goniec serve` starts here, and its processes keep what this module imports: the
+# user store (argon2), the admin service and rich are imported by the commands that
+# need them (tests/meta/test_import_budget.py).
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
+
+    from goniec.admin.service import QueueRow
+    from goniec.admin.users import UserStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -134,6 +140,9 @@ def user() -> None:
 
 
 def _users(config: Config, admin: bool, hasher: PasswordHasher | None = None) -> UserStore:
+    from goniec.admin.service import open_users
+    from goniec.admin.users import UserStore
+
     if not admin:
         return open_users(config, hasher)
     assert config.admin.users_file is not None  # filled in from data_dir by Config
@@ -165,6 +174,8 @@ def _read_password(from_stdin: bool) -> str:
 def user_add(name: str, config_path: str | None, password_stdin: bool, replace: bool,
              admin: bool) -> None:
     """Add user NAME (asks for the password twice on a terminal)."""
+    from goniec.admin.users import UserError, check_name
+
     config = _load(config_path)
     try:
         check_name(name)
@@ -202,6 +213,8 @@ def user_list(config_path: str | None, admin: bool) -> None:
 @admin_option
 def user_delete(name: str, config_path: str | None, admin: bool) -> None:
     """Delete user NAME."""
+    from goniec.admin.users import UserError
+
     config = _load(config_path)
     try:
         store = _users(config, admin)
@@ -231,6 +244,7 @@ def _queue_rows(config: Config, flt: QueueFilter | None = None) -> list[QueueRow
     import time
 
     from goniec.admin.queue_ops import list_rows
+    from goniec.admin.service import queue_rows
     from goniec.queue.fs import FsQueueStore  # the one backend the CLI reads directly
 
     store = FsQueueStore(config.spool_path)
@@ -274,6 +288,8 @@ def queue_list(ids: tuple[str, ...], config_path: str | None, as_json: bool,
 
 
 def _row(data: dict[str, Any]) -> QueueRow:
+    from goniec.admin.service import QueueRow, RecipientRow
+
     rcpts = tuple(RecipientRow(**r) for r in data.get("recipients", ()))
     return QueueRow(data["id"], data["created"], data["size"], data["sender"], rcpts,
                     data.get("held", False), data.get("hold_reason", ""))

@@ -17,6 +17,7 @@ import multiprocessing
 from typing import Any
 
 from goniec.server.plock import ProcessLock
+from goniec.server.shm import zeroed_array
 
 _SLOTS = 1 << 16
 # A key is always stored within this many probes of its home slot, so a lookup
@@ -38,11 +39,11 @@ class SharedConnectionCounter:
         ctx = multiprocessing.get_context("fork")
         self._lock = ProcessLock()  # released by the kernel if its holder dies
         self._total: Any = ctx.RawValue("q", 0)
-        self._keys: Any = ctx.RawArray("Q", _SLOTS)
-        self._counts: Any = ctx.RawArray("q", _SLOTS)
+        self._keys: Any = zeroed_array("Q", _SLOTS)
+        self._counts: Any = zeroed_array("q", _SLOTS)
         # Per worker, per slot: that worker's open connections (256 KiB a worker).
         self._workers = max(1, workers)
-        self._mine: Any = ctx.RawArray("i", self._workers * _SLOTS)
+        self._mine: Any = zeroed_array("i", self._workers * _SLOTS)
 
     @property
     def total(self) -> int:

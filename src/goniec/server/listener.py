@@ -1,11 +1,10 @@
-"""Listening sockets and the asyncio servers on them.
+"""The asyncio servers on the listening sockets.
 
-Owns binding (IPv4 and IPv6, one socket per listener, created before worker
-processes fork so all of them share it) and turning each accepted connection
-into a `Session` task, or, while the server is paused (`pause.PauseFlag`),
-into one `421 4.3.2` reply and a close. Remembers when each session
-connected (`connected_at`) for the admin's session list. Raises `OSError`
-with the address when a bind fails.
+Owns turning each connection accepted on a socket (bound by `server.sockets`
+before the workers fork, so all of them share it) into a `Session` task, or,
+while the server is paused (`pause.PauseFlag`), into one `421 4.3.2` reply
+and a close. Remembers when each session connected (`connected_at`) for the
+admin's session list. Raises nothing of its own.
 """
 
 from __future__ import annotations
@@ -29,23 +28,6 @@ _connected: weakref.WeakKeyDictionary[Session, float] = weakref.WeakKeyDictionar
 def connected_at(session: Session) -> float:
     """When `session` connected (epoch seconds); now for a session this module did not start."""
     return _connected.get(session, time.time())
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            # "[::]" means IPv6 only; a second listener on 0.0.0.0 serves IPv4.
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((host, port))
-        sock.listen(1024)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    return sock
 
 
 def _turn_away(ctx: ServerContext, spec: ListenerSpec, stream: ClientStream) -> None:

@@ -21,10 +21,10 @@ best effort, which is the right failure for a rate limit. Raises nothing.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 from typing import Any
 
 from goniec.server.plock import ProcessLock
+from goniec.server.shm import zeroed_array
 
 SLOTS = 1 << 16
 _PROBES = 32
@@ -39,13 +39,12 @@ class SharedRates:
     def __init__(self, window: float = 60.0, slots: int = SLOTS) -> None:
         self.window = window
         self._slots = slots
-        ctx = multiprocessing.get_context("fork")
         self._lock = ProcessLock()  # released by the kernel if its holder dies
-        self._keys: Any = ctx.RawArray("Q", slots)
-        self._win: Any = ctx.RawArray("q", slots)  # window index that `cur` counts
-        self._cur: Any = ctx.RawArray("q", slots)
-        self._prev: Any = ctx.RawArray("q", slots)
-        self._until: Any = ctx.RawArray("d", slots)  # lockout deadline; 0 = none
+        self._keys: Any = zeroed_array("Q", slots)
+        self._win: Any = zeroed_array("q", slots)  # window index that `cur` counts
+        self._cur: Any = zeroed_array("q", slots)
+        self._prev: Any = zeroed_array("q", slots)
+        self._until: Any = zeroed_array("d", slots)  # lockout deadline; 0 = none
 
     # -- internals (call with the lock held) -------------------------------------
     def _find(self, key: int, idx: int, now: float, create: bool) -> int:

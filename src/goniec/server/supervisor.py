@@ -4,15 +4,18 @@ Owns `Supervisor` (with `server.workers > 1`: forks the workers after the
 sockets are bound and the shared counters made, restarts a worker that
 dies, at most 10 a minute, giving its connection slots back; SIGTERM and
 SIGINT go on to every worker; SIGHUP checks the config file once, then
-goes on to every worker) and the start-up SIGHUP latch (`remember_hup`,
-`take_pending_hup`). The worker's own code is passed in (`run_worker`), so
-this module holds no server assembly. Raises nothing; exits 1 when workers
+goes on to every worker; objects are frozen with gc.freeze at each fork,
+so that the workers' pages stay shared with it) and the start-up SIGHUP
+latch (`remember_hup`, `take_pending_hup`). The worker's own code is passed
+in (`run_worker`), and imported by the worker after the fork, so this
+module holds no server assembly. Raises nothing; exits 1 when workers
 keep dying.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -79,6 +82,9 @@ class Supervisor:
         # The parent's handlers must never run in a child: hold the signals back
         # across fork until the child has put its own in place.
         held = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
+        # The worker's collections must not write to the objects it inherits (their
+        # gc headers), so that their pages stay shared with this process.
+        gc.freeze()
         signal.pthread_sigmask(signal.SIG_BLOCK, held)
         try:
             pid = os.fork()

@@ -60,7 +60,7 @@ def uvicorn_config(admin: Any, config: Config) -> uvicorn.Config:
 
 def bind(config: Config) -> socket.socket:
     """The manager's listening socket (bound here: uvicorn would sys.exit on failure)."""
-    from goniec.server.listener import bind_socket
+    from goniec.server.sockets import bind_socket
 
     endpoint = config.admin.web_endpoint
     assert endpoint is not None
