@@ -325,6 +325,31 @@ def test_trusted_network_subdomain_and_large_messages_are_signed(server: ServerP
     assert dkimpy.verify(data, dnsfunc=dns_txt(zone))
 
 
+@pytest.mark.parametrize("bare_lf", [False, True])
+def test_bdat_pieces_are_signed_and_verify(server: ServerProcess, zone: ZoneServer,
+                                           bare_lf: bool) -> None:
+    # Chunks cut anywhere, white space to reduce, empty lines at the end; and a bare LF,
+    # which only BDAT lets through (the signature covers it as a CRLF, as dkimpy reads it).
+    body = b"one  two \t\r\n\r\n" * 300 + (b"bare\nLF\r\n" if bare_lf else b"") + b"\r\n \r\n"
+    msg = message("alice@ours.example", "pieces", body)
+    c = session(server.port, "127.0.0.4", helo="laptop.ours.example")
+    login(c)
+    assert c.cmd("MAIL FROM:<alice@ours.example>").startswith(b"250")
+    assert c.cmd("RCPT TO:<carol@elsewhere.example>").startswith(b"250")
+    cuts = [0, 5, 200, 1001, 4000, len(msg)]
+    for start, end in zip(cuts, cuts[1:], strict=False):
+        last = b" LAST" if end == len(msg) else b""
+        c.send(b"BDAT %d%s\r\n" % (end - start, last) + msg[start:end])
+        reply = c.reply()
+        assert reply.startswith(b"250"), reply
+    qid = queued_id(reply)
+    c.close()
+    data = stored(server, qid)
+    assert len(headers(data, "DKIM-Signature")) == 1 and data.endswith(msg)
+    assert dkimpy.verify(data, dnsfunc=dns_txt(zone))
+    assert not dkimpy.verify(data.replace(b"one  two", b"one  tw0", 1), dnsfunc=dns_txt(zone))
+
+
 def test_mail_without_a_key_streams_unsigned(server: ServerProcess) -> None:
     c = session(server.port, "127.0.0.1")
     original = message("someone@elsewhere.example")
